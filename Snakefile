@@ -1,0 +1,25 @@
+# facepipe: two people's videos in, a face-swapped video with its audio out.
+# Run `snakemake --cores N` (config/config.yaml) or add `--configfile my.yaml`.
+# Stage settings live in params.yaml; rules live in workflow/rules/.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/frames.smk"
+include: "workflow/rules/detect.smk"
+include: "workflow/rules/filter.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/convert.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,148 @@
+"""`facepipe <stage>`: one subcommand per pipeline stage, each a thin wrapper over its
+module. Snakemake calls these; a person can too. Each stage reads its own section of
+params.yaml (`--params`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import load_params
+from .errors import FacepipeError
+
+
+def _settings(args, stage: str) -> dict:
+    return load_params(args.params)[stage]
+
+
+def cmd_download(args):
+    from . import download
+
+    download.run(args.source, args.kind, args.id, args.out, _settings(args, "download"))
+
+
+def cmd_frames(args):
+    from . import frames
+
+    settings = _settings(args, "frames")
+    if args.native_fps:  # a swap's clip: every frame, the swap's own range
+        fps, start, duration = None, args.start, args.duration
+    else:
+        fps = settings["fps"]
+        start = settings["start"] if args.start is None else args.start
+        duration = settings["duration"] if args.duration is None else args.duration
+    frames.run(args.download, args.out, fps=fps, start=start, duration=duration,
+               jpeg_quality=settings["jpeg_quality"])
+
+
+def cmd_detect(args):
+    from . import detect
+
+    detect.run(args.frames, args.out, _settings(args, "detect"))
+
+
+def cmd_filter(args):
+    from . import filter as face_filter
+
+    face_filter.run(args.person, args.faces, args.out, args.report, _settings(args, "filter"), args.reference)
+
+
+def cmd_train(args):
+    from . import train
+
+    train.run(args.a, args.b, args.out, args.checkpoints, _settings(args, "train"), tuple(args.people))
+
+
+def cmd_convert(args):
+    from . import convert
+
+    convert.run(args.frames, args.faces, args.model, args.out, args.swap_from, _settings(args, "convert"), args.report)
+
+
+def cmd_dvc_yaml(args):
+    from . import dvcstages
+
+    dvcstages.write(args.out, args.snakemake_args)
+
+
+def cmd_restore(args):
+    from . import dvcstages
+
+    dvcstages.restore(args.snakemake_args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facepipe", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def stage(name, func, help):
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--params", default="params.yaml", help="params.yaml to read this stage's section from")
+        s.set_defaults(func=func)
+        return s
+
+    s = stage("download", cmd_download, "fetch or copy one source, with its provenance")
+    s.add_argument("--source", required=True, help="URL, video file or photo folder")
+    s.add_argument("--kind", required=True, choices=["url", "video", "photos"])
+    s.add_argument("--id", required=True, help="source id (names the output)")
+    s.add_argument("--out", required=True, help="output folder")
+
+    s = stage("frames", cmd_frames, "split a downloaded video into frames")
+    s.add_argument("--download", required=True, help="download stage folder")
+    s.add_argument("--out", required=True)
+    s.add_argument("--native-fps", action="store_true", help="keep every frame (swap clips)")
+    s.add_argument("--start", type=float, help="seconds; overrides frames.start")
+    s.add_argument("--duration", type=float, help="seconds; overrides frames.duration")
+
+    s = stage("detect", cmd_detect, "detect, landmark and align every face of a clip")
+    s.add_argument("--frames", required=True, help="frames stage folder")
+    s.add_argument("--out", required=True)
+
+    s = stage("filter", cmd_filter, "keep one person's good faces as a dataset")
+    s.add_argument("--person", required=True)
+    s.add_argument("--faces", required=True, nargs="+", help="detect stage folders of the person's sources")
+    s.add_argument("--reference", help="photo of the person")
+    s.add_argument("--out", required=True, help="dataset folder")
+    s.add_argument("--report", required=True, help="JSON report of kept and dropped faces")
+
+    s = stage("train", cmd_train, "train the shared encoder and both decoders")
+    s.add_argument("--a", required=True, help="dataset folder of person A")
+    s.add_argument("--b", required=True, help="dataset folder of person B")
+    s.add_argument("--people", nargs=2, default=["a", "b"], metavar=("A", "B"))
+    s.add_argument("--out", required=True, help="model folder")
+    s.add_argument("--checkpoints", required=True, help="folder for resumable checkpoints")
+
+    s = stage("convert", cmd_convert, "render a swap video")
+    s.add_argument("--frames", required=True, help="frames stage folder of the swap clip")
+    s.add_argument("--faces", required=True, help="detect stage folder of the swap clip")
+    s.add_argument("--model", required=True, help="train stage folder")
+    s.add_argument("--from", dest="swap_from", required=True, help="the person shown in the video")
+    s.add_argument("--out", required=True, help="output video (.mp4)")
+    s.add_argument("--report", help="JSON summary of the swap")
+
+    s = sub.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake DAG")
+    s.add_argument("--out", default="dvc.yaml")
+    s.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="extra snakemake arguments, e.g. --configfile")
+    s.set_defaults(func=cmd_dvc_yaml)
+
+    s = sub.add_parser("restore", help="dvc pull, then mark the restored outputs up to date for Snakemake")
+    s.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="extra snakemake arguments, e.g. --configfile")
+    s.set_defaults(func=cmd_restore)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except FacepipeError as exc:
+        print(f"facepipe {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"facepipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Loading and checking the two files a user edits: the build config (who, from where,
+which swaps) and params.yaml (how each stage works). Every problem is reported as one
+line naming the file and the key, before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import FacepipeError
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+STAGES = ("download", "frames", "detect", "filter", "train", "convert")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FacepipeError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise FacepipeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return data if data is not None else {}
+
+
+def _schema(name: str) -> dict:
+    return yaml.safe_load((SCHEMA_DIR / f"{name}.schema.yaml").read_text())
+
+
+def _location(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for part in error.absolute_path:
+        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}" if parts else str(part))
+    return "".join(parts) or "(top level)"
+
+
+def check_schema(data: dict, name: str, filename: str) -> None:
+    validator = jsonschema.Draft202012Validator(_schema(name))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is None:
+        return
+    message = error.message
+    if error.validator == "propertyNames" or (error.validator == "pattern" and error.parent is None
+                                               and error.path and error.schema_path[-2] == "propertyNames"):
+        message = f"{error.instance!r} is not a valid name: use letters, digits, '_' and '-' only"
+    elif error.validator == "pattern" and "A-Za-z0-9" in str(error.validator_value):
+        message = f"{error.instance!r} is not a valid name: use letters, digits, '_' and '-' only"
+    raise FacepipeError(f"{filename}: {_location(error)}: {message}")
+
+
+def check_config(config: dict, filename: str = "config") -> dict:
+    """Validate the build config against its schema and its cross-references."""
+    check_schema(config, "config", filename)
+    people = config["people"]
+    for pair, spec in config["pairs"].items():
+        for side in ("a", "b"):
+            if spec[side] not in people:
+                raise FacepipeError(f"{filename}: pairs.{pair}.{side}: unknown person {spec[side]!r}; "
+                                    f"known people: {', '.join(sorted(people))}")
+        if spec["a"] == spec["b"]:
+            raise FacepipeError(f"{filename}: pairs.{pair}: a and b are both {spec['a']!r}; a pair needs two people")
+    for swap, spec in config["swaps"].items():
+        pair = config["pairs"].get(spec["pair"])
+        if pair is None:
+            known = ", ".join(sorted(config["pairs"])) or "none"
+            raise FacepipeError(f"{filename}: swaps.{swap}.pair: unknown pair {spec['pair']!r}; known pairs: {known}")
+        if spec["from"] not in (pair["a"], pair["b"]):
+            raise FacepipeError(f"{filename}: swaps.{swap}.from: {spec['from']!r} is not in pair {spec['pair']!r} "
+                                f"({pair['a']}, {pair['b']})")
+    return config
+
+
+def check_params(params: dict, filename: str = "params.yaml") -> dict:
+    check_schema(params, "params", filename)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    return check_params(load_yaml(path), str(path))
+
+
+def stage_params(path: str | Path, stage: str) -> dict:
+    """The one section of params.yaml that `stage` reads."""
+    return load_params(path)[stage]

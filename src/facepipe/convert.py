@@ -1,0 +1,180 @@
+"""convert: render the swap.
+
+For every frame of the swap's clip, each aligned face is encoded and decoded with the
+other person's decoder (in batches), masked with the blurred landmark hull, colour
+matched, warped back and blended; frames without a face pass through untouched. The
+video is encoded at the source rate with the source audio of the same range, and its
+container is tagged as synthetic media."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import jax
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from . import align, media
+from .errors import FacepipeError
+from .fsutil import write_json
+from .models import FaceSwapModel, ModelSettings, load_weights
+
+CHUNK_FRAMES = 16
+
+
+def load_model(model_dir: str | Path) -> tuple[FaceSwapModel, dict]:
+    model_dir = Path(model_dir)
+    info_file = model_dir / "model.json"
+    if not info_file.is_file():
+        raise FacepipeError(f"{model_dir}: no model.json; run the train stage first")
+    info = json.loads(info_file.read_text())
+    model = FaceSwapModel(ModelSettings.from_json(info["model"]), rngs=nnx.Rngs(0))
+    try:
+        load_weights(model, (model_dir / "weights.msgpack").read_bytes())
+    except (ValueError, OSError) as exc:
+        raise FacepipeError(f"{model_dir}/weights.msgpack: {exc}; retrain the pair") from None
+    return model, info
+
+
+def face_mask(landmarks_crop: np.ndarray, size: int, coverage: float, erode: float, blur: float) -> np.ndarray:
+    """Blurred landmark-hull mask in crop space, float32 in [0, 1]. `erode` and `blur`
+    are fractions of the crop size, so the look does not depend on resolution."""
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillConvexPoly(mask, cv2.convexHull(landmarks_crop.round().astype(np.int32)), 1.0)
+    pad = int(round(size * (1 - coverage) / 2))
+    limit = np.zeros_like(mask)
+    limit[pad:size - pad, pad:size - pad] = 1.0  # the model only drew this region
+    mask *= limit
+    if erode > 0:
+        k = max(1, int(round(erode * size)))
+        mask = cv2.erode(mask, np.ones((k, k), np.uint8))
+    if blur > 0:
+        k = max(1, int(round(blur * size))) | 1
+        mask = cv2.GaussianBlur(mask, (k, k), 0)
+        mask *= limit
+    return mask
+
+
+class Swapper:
+    """Batched encoder + target decoder over aligned faces."""
+
+    def __init__(self, model: FaceSwapModel, side: str, batch_size: int):
+        self.batch_size = batch_size
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def swap(state, faces):
+            m = nnx.merge(graphdef, state)
+            return m(faces, side)
+
+        self._swap, self._state = swap, state
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(faces), self.batch_size):
+            chunk = faces[start:start + self.batch_size]
+            padded = np.zeros((self.batch_size,) + chunk.shape[1:], np.float32)
+            padded[:len(chunk)] = chunk
+            out.append(np.asarray(self._swap(self._state, padded))[:len(chunk)])
+        return np.concatenate(out) if out else np.zeros((0,) + faces.shape[1:], np.float32)
+
+
+def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int, coverage: float,
+              settings: dict) -> None:
+    """Blend one swapped face (model output, float [0,1]) into `frame` in place."""
+    matrix = np.asarray(face["matrix"], np.float64)
+    region = int(round(crop_size * coverage))
+    pad = (crop_size - region) // 2
+    original = cv2.warpAffine(frame, matrix, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    new = original.copy()
+    new[pad:pad + region, pad:pad + region] = cv2.resize(swapped * 255.0, (region, region),
+                                                         interpolation=cv2.INTER_CUBIC)
+    mask = face_mask(align.transform_points(face["landmarks"], matrix), crop_size, coverage,
+                     settings["mask_erode"], settings["mask_blur"])
+    if settings["color_match"] == "avg-color" and mask.sum() > 1:
+        weights = mask[..., None] / mask.sum()
+        new += (original * weights).sum((0, 1)) - (new * weights).sum((0, 1))
+    new = np.clip(new, 0, 255)
+    # Warp back only into the face's bounding region of the frame: same result, less work.
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = align.transform_points([[0, 0], [crop_size, 0], [0, crop_size], [crop_size, crop_size]], inverse)
+    h, w = frame.shape[:2]
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return
+    to_roi = inverse.copy()
+    to_roi[:, 2] -= (x0, y0)
+    size = (int(x1 - x0), int(y1 - y0))
+    new_roi = cv2.warpAffine(new, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mask_roi = cv2.warpAffine(mask, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
+    roi = frame[y0:y1, x0:x1].astype(np.float32)
+    frame[y0:y1, x0:x1] = np.clip(roi * (1 - mask_roi) + new_roi * mask_roi, 0, 255).round().astype(np.uint8)
+
+
+def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, out_video: str | Path,
+        swap_from: str, settings: dict, report_path: str | Path | None = None) -> dict:
+    index = json.loads((Path(frames_dir) / "frames.json").read_text())
+    alignments = json.loads((Path(faces_dir) / "alignments.json").read_text())
+    model, info = load_model(model_dir)
+    people = info["people"]
+    if swap_from not in people.values():
+        raise FacepipeError(f"convert: model {model_dir} was trained on {people['a']} and {people['b']}, "
+                            f"not on {swap_from!r}")
+    target_side = "b" if people["a"] == swap_from else "a"
+    if not alignments["faces"]:
+        raise FacepipeError(f"convert: no faces in {alignments['source']} within the swap's range "
+                            f"({alignments['frame_count']} frames looked at); choose another start/duration")
+    by_frame: dict[int, list[dict]] = {}
+    for face in alignments["faces"]:
+        by_frame.setdefault(face["frame"], []).append(face)
+
+    video = media.probe(index["video"])
+    fps = Fraction(index["fps"])
+    count = index["count"]
+    swapper = Swapper(model, target_side, settings["batch_size"])
+    resolution, coverage = info["model"]["resolution"], info["coverage"]
+    crop_size = alignments["crop_size"]
+    pad = int(round(crop_size * (1 - coverage) / 2))
+    tags = media.SYNTHETIC_TAGS if settings["tag_synthetic"] else {}
+    frames = media.read_frames(video, index["start"] or None, index["duration"])
+    swapped_faces = 0
+    with media.VideoWriter(out_video, video.width, video.height, fps, audio_from=video,
+                           audio_start=index["start"] or None, audio_duration=count / float(fps),
+                           crf=settings["crf"], tags=tags) as writer:
+        progress = tqdm(total=count, desc=f"convert {Path(out_video).stem}", unit="frame")
+        done = 0
+        while done < count:
+            chunk = []
+            for frame in frames:
+                chunk.append(frame.copy())
+                if len(chunk) == CHUNK_FRAMES or done + len(chunk) == count:
+                    break
+            if not chunk:
+                break
+            jobs = [(i, face) for i in range(len(chunk)) for face in by_frame.get(done + i, [])]
+            crops = [cv2.resize(cv2.warpAffine(chunk[i], np.asarray(face["matrix"]), (crop_size, crop_size),
+                                               borderMode=cv2.BORDER_REPLICATE)[pad:crop_size - pad, pad:crop_size - pad],
+                                (resolution, resolution), interpolation=cv2.INTER_AREA)
+                     for i, face in jobs]
+            outputs = swapper(np.stack(crops).astype(np.float32) / 255.0) if crops else []
+            for (i, face), out in zip(jobs, outputs):
+                composite(chunk[i], face, out, crop_size, coverage, settings)
+            for frame in chunk:
+                writer.write(frame)
+            swapped_faces += len(jobs)
+            done += len(chunk)
+            progress.update(len(chunk))
+        progress.close()
+        if done != count:
+            raise FacepipeError(f"convert: {index['video']} gave {done} frames, the clip's frames stage saw {count}")
+    report = {"frames": count, "fps": index["fps"], "frames_with_faces": len(by_frame),
+              "faces_swapped": swapped_faces, "target": people[target_side], "synthetic_tag": bool(tags)}
+    if report_path:
+        write_json(report_path, report)
+    return report

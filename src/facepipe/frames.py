@@ -1,0 +1,67 @@
+"""frames: split a clip into still frames (ffmpeg) at a chosen rate and range.
+
+Training clips are sampled at `frames.fps` from `frames.start` for `frames.duration`;
+a swap's clip keeps the source rate and the swap's own start and duration, so that
+frame i of the clip is frame i of the swapped video. Writes JPEG frames and
+`frames.json` (source, rate, range, count, size)."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import media
+from .errors import FacepipeError
+from .fsutil import atomic_dir
+
+
+def source_media(download_dir: str | Path) -> tuple[dict, Path]:
+    download_dir = Path(download_dir)
+    info_file = download_dir / "info.json"
+    if not info_file.is_file():
+        raise FacepipeError(f"{download_dir}: no info.json; run the download stage first")
+    info = json.loads(info_file.read_text())
+    return info, download_dir / (info["file"] if info["kind"] != "photos" else "photos")
+
+
+def run(download_dir: str | Path, out_dir: str | Path, *, fps: float | None, start: float | None,
+        duration: float | None, jpeg_quality: int = 95) -> dict:
+    """Extract frames; `fps=None` keeps every frame at the source rate."""
+    info, path = source_media(download_dir)
+    with atomic_dir(out_dir) as tmp:
+        files = []
+        if info["kind"] == "photos":
+            for name in info["photos"]:
+                try:
+                    image = media.read_image(path / name)
+                except FacepipeError as exc:
+                    print(f"frames: skipped {exc}")
+                    continue
+                files.append(f"frame_{len(files):06d}.jpg")
+                media.write_image(tmp / files[-1], image, jpeg_quality)
+            index = {"source": info["source"], "kind": "photos", "fps": None, "photos": info["photos"]}
+        else:
+            video = media.probe(path)
+            rate = video.fps if fps is None else Fraction(fps).limit_denominator(1001)
+            expected = (duration or max(video.duration - (start or 0), 0)) * float(rate)
+            for frame in tqdm(media.read_frames(video, start, duration, None if fps is None else rate),
+                              total=round(expected) or None, desc=f"frames {Path(out_dir).name}", unit="frame"):
+                files.append(f"frame_{len(files):06d}.jpg")
+                media.write_image(tmp / files[-1], frame, jpeg_quality)
+            index = {"source": info["source"], "kind": "video", "video": str(path),
+                     "fps": f"{rate.numerator}/{rate.denominator}", "source_fps": video.fps_text,
+                     "start": start or 0.0, "duration": duration, "width": video.width, "height": video.height,
+                     "has_audio": video.has_audio}
+            if not files:
+                raise FacepipeError(f"frames: {info['source']}: no frames from {start or 0:g} s for "
+                                    f"{duration if duration else 'the rest'} s (the video is {video.duration:g} s long); "
+                                    "adjust start/duration")
+        if not files:
+            raise FacepipeError(f"frames: {info['source']}: no readable photos")
+        index["files"] = files
+        index["count"] = len(files)
+        (tmp / "frames.json").write_text(json.dumps(index, indent=2) + "\n")
+    return index

@@ -1,0 +1,201 @@
+"""Video and image I/O through ffmpeg (the static binary of imageio-ffmpeg, driven by
+ffmpeg-python: arguments are lists, never a shell string)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import ffmpeg
+import imageio_ffmpeg
+import numpy as np
+
+from .errors import FacepipeError
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".flv"}
+SYNTHETIC_TAGS = {
+    "comment": "Synthetic media: faces in this video were replaced by facepipe (AI face swap).",
+    "synthetic_media": "true",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    width: int
+    height: int
+    fps: Fraction
+    duration: float
+    has_audio: bool
+    tags: dict
+
+    @property
+    def fps_text(self) -> str:
+        return f"{self.fps.numerator}/{self.fps.denominator}"
+
+
+def parse_fps(text: str) -> Fraction:
+    """ffmpeg prints rates rounded to two decimals; recover NTSC rates such as 30000/1001."""
+    value = float(text)
+    if text.endswith("k"):
+        value *= 1000
+    if abs(value - round(value)) < 1e-6:
+        return Fraction(round(value))
+    ntsc = round(value * 1.001)
+    if abs(value - ntsc / 1.001) < 0.006:
+        return Fraction(ntsc * 1000, 1001)
+    return Fraction(value).limit_denominator(1000)
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a video's size, rate, duration, audio presence and container tags."""
+    path = str(path)
+    if not Path(path).is_file():
+        raise FacepipeError(f"{path}: file not found")
+    proc = subprocess.run([FFMPEG, "-hide_banner", "-i", path], capture_output=True, text=True)
+    text = proc.stderr
+    video = re.search(r"Stream #\d+:\d+.*?: Video: .*?, (\d{2,5})x(\d{2,5})[, \[]", text)
+    if not video:
+        reason = text.strip().splitlines()[-1] if text.strip() else "unreadable"
+        raise FacepipeError(f"{path}: not a readable video ({reason}); give a video file such as mp4")
+    width, height = int(video.group(1)), int(video.group(2))
+    stream_line = text[video.start(): text.find("\n", video.start())]
+    rate = re.search(r"([\d.]+k?) fps", stream_line) or re.search(r"([\d.]+k?) tbr", stream_line)
+    fps = parse_fps(rate.group(1)) if rate else Fraction(25)
+    rotation = re.search(r"rotation of (-?[\d.]+) degrees", text)
+    if rotation and round(abs(float(rotation.group(1)))) % 180 == 90:
+        width, height = height, width
+    dur = re.search(r"Duration: (\d+):(\d+):([\d.]+)", text)
+    duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else 0.0
+    has_audio = re.search(r"Stream #\d+:\d+.*?: Audio:", text) is not None
+    tags = {}
+    header = text.split("Duration:", 1)[0]
+    if "Metadata:" in header:
+        for line in header.split("Metadata:", 1)[1].splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip():
+                tags[key.strip()] = value.strip()
+    return VideoInfo(path, width, height, fps, duration, has_audio, tags)
+
+
+def _trimmed_input(path: str, start: float | None, duration: float | None):
+    kwargs = {}
+    if start:
+        kwargs["ss"] = f"{start:.6f}"
+    if duration is not None:
+        kwargs["t"] = f"{duration:.6f}"
+    return ffmpeg.input(path, **kwargs)
+
+
+def read_frames(info: VideoInfo, start: float | None = None, duration: float | None = None,
+                fps: float | Fraction | None = None) -> Iterator[np.ndarray]:
+    """Decode RGB frames of `info.path`, optionally trimmed and resampled to `fps`."""
+    stream = _trimmed_input(info.path, start, duration).video
+    if fps is not None:
+        stream = stream.filter("fps", fps=str(fps))
+    args = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24").compile(cmd=FFMPEG)
+    proc = subprocess.Popen(args[:1] + ["-nostdin", "-loglevel", "error"] + args[1:],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    frame_bytes = info.width * info.height * 3
+    try:
+        while True:
+            buf = proc.stdout.read(frame_bytes)
+            if len(buf) < frame_bytes:
+                break
+            yield np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace").strip()
+        proc.stderr.close()
+        if proc.wait() != 0 and err:
+            raise FacepipeError(f"{info.path}: ffmpeg could not decode it ({err.splitlines()[-1]})")
+
+
+class VideoWriter:
+    """Encode RGB frames to mp4 at a fixed rate, muxing audio from a source range.
+
+    The file is written under a temporary name and renamed by `close()`, so an
+    interrupted encode never leaves a playable-looking partial video."""
+
+    def __init__(self, target: str | Path, width: int, height: int, fps: Fraction,
+                 audio_from: VideoInfo | None = None, audio_start: float | None = None,
+                 audio_duration: float | None = None, crf: int = 18, preset: str = "medium",
+                 tags: dict | None = None):
+        self.target = Path(target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.target.with_name(f".{self.target.stem}.partial{self.target.suffix}")
+        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
+                             framerate=f"{fps.numerator}/{fps.denominator}")
+        streams = [video]
+        out_kwargs = dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset, movflags="use_metadata_tags")
+        if audio_from is not None and audio_from.has_audio:
+            streams.append(_trimmed_input(audio_from.path, audio_start, audio_duration).audio)
+            out_kwargs.update(acodec="aac", audio_bitrate="160k")
+        args = ffmpeg.output(*streams, str(self.tmp), **out_kwargs).overwrite_output().compile(cmd=FFMPEG)
+        meta = []
+        for key, value in (tags or {}).items():
+            meta += ["-metadata", f"{key}={value}"]
+        args = args[:1] + ["-nostdin", "-loglevel", "error"] + args[1:-1] + meta + args[-1:]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.shape = (height, width, 3)
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        assert frame.shape == self.shape, (frame.shape, self.shape)
+        self.proc.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
+        self.frames += 1
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        err = self.proc.stderr.read().decode(errors="replace").strip()
+        if self.proc.wait() != 0:
+            self.tmp.unlink(missing_ok=True)
+            raise FacepipeError(f"{self.target}: ffmpeg failed to encode ({err.splitlines()[-1] if err else 'no message'})")
+        self.tmp.replace(self.target)
+
+    def abort(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a photo as RGB, honouring EXIF orientation."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FacepipeError(f"{path}: not a readable image; give a JPEG or PNG photo")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
+    ok, buf = cv2.imencode(Path(path).suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise FacepipeError(f"{path}: could not encode image")
+    Path(path).write_bytes(buf.tobytes())
+
+
+def audio_duration(path: str | Path) -> float | None:
+    """Seconds of decoded audio in `path` (None when it has no audio stream)."""
+    if not probe(path).has_audio:
+        return None
+    args = [FFMPEG, "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:a:0",
+            "-f", "s16le", "-ac", "1", "-ar", "48000", "pipe:"]
+    pcm = subprocess.run(args, capture_output=True, check=True).stdout
+    return len(pcm) / 2 / 48000

@@ -1,0 +1,142 @@
+"""The original DeepFakes autoencoder in Flax NNX: one shared encoder, one decoder per
+person. At the `original` preset it has exactly the original's 82,062,470 parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, serialization, traverse_util
+
+PRESETS = {
+    # The 2017 model: 64 px, encoder 128/256/512/1024, Dense 1024.
+    "original": dict(resolution=64, encoder_widths=(128, 256, 512, 1024), latent=1024, decoder_widths=(256, 128, 64)),
+    # Same shape of network, a few hundred times cheaper: for tests and quick looks.
+    "tiny": dict(resolution=64, encoder_widths=(16, 32, 64, 128), latent=128, decoder_widths=(64, 32, 16)),
+}
+
+glorot = nnx.initializers.glorot_uniform()  # Keras' default, as in the original
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    resolution: int
+    encoder_widths: tuple[int, ...]
+    latent: int
+    decoder_widths: tuple[int, ...]
+
+    @classmethod
+    def from_preset(cls, name: str) -> "ModelSettings":
+        return cls(**PRESETS[name])
+
+    @property
+    def bottleneck(self) -> int:
+        """Side of the encoder's last feature map (4 at 64 px)."""
+        return self.resolution // 2 ** len(self.encoder_widths)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelSettings":
+        return cls(data["resolution"], tuple(data["encoder_widths"]), data["latent"], tuple(data["decoder_widths"]))
+
+
+def pixel_shuffle(x: jax.Array, r: int = 2) -> jax.Array:
+    """Depth to space with the channel order of the original Keras PixelShuffler."""
+    b, h, w, c = x.shape
+    oc = c // (r * r)
+    x = x.reshape(b, h, w, r, r, oc).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * r, w * r, oc)
+
+
+class Upscale(nnx.Module):
+    """Conv 3x3 to 4x filters, LeakyReLU 0.1, pixel shuffle: doubles the side."""
+
+    def __init__(self, in_features: int, filters: int, *, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(in_features, filters * 4, (3, 3), padding="SAME", kernel_init=glorot, rngs=rngs)
+
+    def __call__(self, x):
+        return pixel_shuffle(nnx.leaky_relu(self.conv(x), 0.1))
+
+
+class Encoder(nnx.Module):
+    def __init__(self, s: ModelSettings, *, rngs: nnx.Rngs):
+        widths = (3,) + tuple(s.encoder_widths)
+        self.convs = nnx.List([
+            nnx.Conv(cin, cout, (5, 5), strides=2, padding="SAME", kernel_init=glorot, rngs=rngs)
+            for cin, cout in zip(widths[:-1], widths[1:])
+        ])
+        last = s.encoder_widths[-1]
+        flat = s.bottleneck * s.bottleneck * last
+        self.dense_in = nnx.Linear(flat, s.latent, kernel_init=glorot, rngs=rngs)
+        self.dense_out = nnx.Linear(s.latent, flat, kernel_init=glorot, rngs=rngs)
+        self.upscale = Upscale(last, last // 2, rngs=rngs)
+        self.side, self.channels = s.bottleneck, last
+
+    def __call__(self, x):
+        for conv in self.convs:
+            x = nnx.leaky_relu(conv(x), 0.1)
+        x = self.dense_out(self.dense_in(x.reshape(x.shape[0], -1)))
+        x = x.reshape(x.shape[0], self.side, self.side, self.channels)
+        return self.upscale(x)
+
+
+class Decoder(nnx.Module):
+    def __init__(self, s: ModelSettings, *, rngs: nnx.Rngs):
+        widths = (s.encoder_widths[-1] // 2,) + tuple(s.decoder_widths)
+        self.upscales = nnx.List([Upscale(cin, cout, rngs=rngs) for cin, cout in zip(widths[:-1], widths[1:])])
+        self.out = nnx.Conv(widths[-1], 3, (5, 5), padding="SAME", kernel_init=glorot, rngs=rngs)
+
+    def __call__(self, z):
+        for up in self.upscales:
+            z = up(z)
+        return nnx.sigmoid(self.out(z))
+
+
+class FaceSwapModel(nnx.Module):
+    """`encode` then `decode(z, "a")` rebuilds person A; `decode(z, "b")` draws B."""
+
+    def __init__(self, settings: ModelSettings, *, rngs: nnx.Rngs):
+        self.settings = settings
+        self.encoder = Encoder(settings, rngs=rngs)
+        self.decoder_a = Decoder(settings, rngs=rngs)
+        self.decoder_b = Decoder(settings, rngs=rngs)
+
+    def decode(self, z, side: str):
+        return self.decoder_a(z) if side == "a" else self.decoder_b(z)
+
+    def __call__(self, x, side: str):
+        return self.decode(self.encoder(x), side)
+
+
+def count_params(model: nnx.Module) -> int:
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _flat_params(model: nnx.Module) -> dict[str, np.ndarray]:
+    pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return {"/".join(map(str, k)): np.asarray(v) for k, v in traverse_util.flatten_dict(pure).items()}
+
+
+def weights_bytes(model: FaceSwapModel) -> bytes:
+    """Parameters as msgpack (Flax serialization; never pickle)."""
+    return serialization.msgpack_serialize(_flat_params(model))
+
+
+def load_weights(model: FaceSwapModel, data: bytes) -> FaceSwapModel:
+    flat = serialization.msgpack_restore(data)
+    state = nnx.state(model, nnx.Param)
+    pure = nnx.to_pure_dict(state)
+    expected = traverse_util.flatten_dict(pure)
+    restored = {}
+    for key, value in expected.items():
+        name = "/".join(map(str, key))
+        if name not in flat or tuple(flat[name].shape) != tuple(value.shape):
+            raise ValueError(f"weights do not match the model at {name}")
+        restored[key] = jnp.asarray(flat[name])
+    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(restored))
+    nnx.update(model, state)
+    return model

@@ -1,0 +1,197 @@
+"""train: fit one shared encoder and a decoder per person on their aligned faces.
+
+MAE loss on warped inputs, optax Adam(b1=0.5, b2=0.999) as the original; orbax
+checkpoints every `train.save_every` steps (and on Ctrl-C) so a rerun resumes; writes
+the weights (msgpack), the settings that shaped them, a preview grid, the loss history
+(a DVC plot) and final metrics."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from tqdm import tqdm
+
+from . import media
+from .errors import FacepipeError
+from .fsutil import atomic_path, write_bytes, write_json
+from .input_pipeline import BatchStream, center_faces, load_dataset
+from .models import FaceSwapModel, ModelSettings, count_params, weights_bytes
+
+# Settings that may change without invalidating a checkpoint: more steps continue it.
+RESUMABLE_KEYS = {"steps", "save_every", "preview_every"}
+PREVIEW_FACES = 4
+
+
+def build(settings: dict) -> tuple[FaceSwapModel, nnx.Optimizer]:
+    model = FaceSwapModel(ModelSettings.from_preset(settings["preset"]), rngs=nnx.Rngs(settings["seed"]))
+    tx = optax.adam(settings["learning_rate"], b1=0.5, b2=0.999)
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+@nnx.jit
+def train_step(model: FaceSwapModel, optimizer: nnx.Optimizer, warped_a, target_a, warped_b, target_b):
+    """One Adam step on both people: the shared encoder learns from both decoders."""
+
+    def loss_fn(model):
+        loss_a = jnp.mean(jnp.abs(model(warped_a, "a") - target_a))
+        loss_b = jnp.mean(jnp.abs(model(warped_b, "b") - target_b))
+        return loss_a + loss_b, (loss_a, loss_b)
+
+    (_, (loss_a, loss_b)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return loss_a, loss_b
+
+
+@nnx.jit
+def reconstruct(model: FaceSwapModel, faces, side: str):
+    return model(faces, side)
+
+
+def preview_grid(model: FaceSwapModel, faces_a: np.ndarray, faces_b: np.ndarray) -> np.ndarray:
+    """Rows of A | A->A | A->B | B | B->B | B->A, as uint8 RGB."""
+    columns = [faces_a, reconstruct(model, faces_a, "a"), reconstruct(model, faces_a, "b"),
+               faces_b, reconstruct(model, faces_b, "b"), reconstruct(model, faces_b, "a")]
+    rows = [np.concatenate([np.asarray(c[i]) for c in columns], axis=1) for i in range(len(faces_a))]
+    grid = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).round().astype(np.uint8)
+    return cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+
+
+def fingerprint(settings: dict, dataset_dirs: list[Path]) -> str:
+    """Identity of a training run: the data and every setting that shapes the result."""
+    h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in sorted(settings.items()) if k not in RESUMABLE_KEYS}).encode())
+    for d in dataset_dirs:
+        h.update((d / "faces.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Checkpoints:
+    """Orbax CheckpointManager over model + optimizer state, step, batch RNG states and
+    loss history. Each save is atomic (orbax commits a step only when complete)."""
+
+    def __init__(self, directory: Path, run_id: str):
+        self.directory = directory.resolve()
+        marker = self.directory / "run.json"
+        if self.directory.exists() and (not marker.is_file() or json.loads(marker.read_text())["run"] != run_id):
+            print(f"train: {directory} holds another run (data or settings changed): starting over")
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"run": run_id}) + "\n")
+        self.manager = ocp.CheckpointManager(self.directory / "steps", options=ocp.CheckpointManagerOptions(max_to_keep=2))
+
+    def save(self, step: int, model, optimizer, meta: dict) -> None:
+        state = nnx.to_pure_dict(nnx.state((model, optimizer)))
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.wait_until_finished()
+
+    def restore_latest(self, model, optimizer) -> dict | None:
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        state = nnx.state((model, optimizer))
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                      meta=ocp.args.JsonRestore()))
+        nnx.replace_by_pure_dict(state, restored.state)
+        nnx.update((model, optimizer), state)
+        return restored.meta
+
+
+def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, checkpoint_dir: str | Path,
+        settings: dict, people: tuple[str, str] = ("a", "b")) -> dict:
+    dataset_dirs = [Path(dataset_a), Path(dataset_b)]
+    faces = [load_dataset(d) for d in dataset_dirs]
+    for d, f in zip(dataset_dirs, faces):
+        if len(f) < settings["batch_size"]:
+            raise FacepipeError(f"train: {d} has {len(f)} faces, fewer than train.batch_size={settings['batch_size']}; "
+                                "add sources for this person or lower train.batch_size in params.yaml")
+    model, optimizer = build(settings)
+    ms = model.settings
+    coverage = settings["coverage"]
+    ckpt = Checkpoints(Path(checkpoint_dir), fingerprint(settings, dataset_dirs))
+    meta = ckpt.restore_latest(model, optimizer)
+    step, history = (meta["step"], meta["history"]) if meta else (0, [])
+    if meta:
+        print(f"train: resuming from step {step} of {settings['steps']} ({ckpt.directory})")
+    if step > settings["steps"]:
+        raise FacepipeError(f"train: checkpoint in {checkpoint_dir} is at step {step}, past train.steps="
+                            f"{settings['steps']}; raise train.steps or delete the checkpoint folder")
+    seeds = np.random.SeedSequence(settings["seed"]).spawn(2)
+    streams = [BatchStream(f, settings["batch_size"], ms.resolution, coverage, np.random.default_rng(s),
+                           resume_after=meta[f"rng_{side}"] if meta else None)
+               for f, s, side in zip(faces, seeds, "ab")]
+    preview_rng = np.random.default_rng(settings["seed"])
+    preview_faces = [center_faces(f[preview_rng.choice(len(f), min(PREVIEW_FACES, len(f)), replace=False)],
+                     ms.resolution, coverage) for f in faces]
+    log_every = max(1, settings["steps"] // 1000)
+    rng_states = {}
+    started = time.time()
+    progress = tqdm(total=settings["steps"], initial=step, desc=f"train {people[0]}<->{people[1]}", unit="step")
+
+    def save():
+        ckpt.save(step, model, optimizer, {"step": step, "history": history, **rng_states})
+
+    try:
+        while step < settings["steps"]:
+            (rng_states["rng_a"], (wa, ta)), (rng_states["rng_b"], (wb, tb)) = streams[0].next(), streams[1].next()
+            loss_a, loss_b = train_step(model, optimizer, wa, ta, wb, tb)
+            step += 1
+            if step % log_every == 0 or step == settings["steps"]:
+                history.append([step, round(float(loss_a), 6), round(float(loss_b), 6)])
+                progress.set_postfix(loss_a=f"{history[-1][1]:.4f}", loss_b=f"{history[-1][2]:.4f}")
+            progress.update(1)
+            if step % settings["save_every"] == 0:
+                save()
+            if step % settings["preview_every"] == 0:
+                media.write_image(ckpt.directory / "preview.png", preview_grid(model, *preview_faces))
+    except KeyboardInterrupt:
+        if step and step % settings["save_every"]:
+            save()
+        print(f"\ntrain: interrupted at step {step}; checkpoint saved, rerun to continue")
+        raise
+    finally:
+        progress.close()
+        for s in streams:
+            s.close()
+    if meta is None or meta["step"] != step:
+        save()
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes(out_dir / "weights.msgpack", weights_bytes(model))
+    with atomic_path(out_dir / "preview.png") as tmp:
+        media.write_image(tmp, preview_grid(model, *preview_faces))
+    with atomic_path(out_dir / "loss.csv") as tmp:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "loss_a", "loss_b"])
+            writer.writerows(history)
+    model_info = {
+        "people": {"a": people[0], "b": people[1]},
+        "preset": settings["preset"],
+        "model": ms.to_json(),
+        "coverage": coverage,
+        "crop_size": int(faces[0].shape[1]),
+        "parameters": count_params(model),
+        "steps": step,
+    }
+    write_json(out_dir / "model.json", model_info)
+    metrics = {"steps": step, "loss_a": history[-1][1], "loss_b": history[-1][2],
+               "faces_a": len(faces[0]), "faces_b": len(faces[1]),
+               "seconds_this_run": round(time.time() - started, 1)}
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics

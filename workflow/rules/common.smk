@@ -1,0 +1,116 @@
+# Config checking and every input function of the workflow. The facepipe package does
+# the real work (facepipe.config, facepipe.plan), so the CLI and the rules agree.
+
+import shlex
+import sys
+
+from facepipe.config import check_config, load_params
+from facepipe.errors import FacepipeError
+from facepipe.plan import Plan
+
+
+def _load():
+    try:
+        check_config(config, "config")
+        return load_params("params.yaml"), Plan(config, "config")
+    except FacepipeError as exc:
+        # One line, before any job starts: the file, the key, what to do.
+        sys.exit(f"facepipe: error: {exc}")
+
+
+PARAMS, PLAN = _load()
+
+
+wildcard_constraints:
+    source=r"[A-Za-z0-9_-]+",
+    person=r"[A-Za-z0-9_-]+",
+    pair=r"[A-Za-z0-9_-]+",
+    swap=r"[A-Za-z0-9_-]+",
+    clip=r"people/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+|swaps/[A-Za-z0-9_-]+",
+
+
+def all_targets():
+    targets = [f"results/reports/filter/{person}.json" for person in PLAN.person_sources]
+    targets += [f"results/models/{pair}/weights.msgpack" for pair in config["pairs"]]
+    targets += [f"results/swaps/{swap}.mp4" for swap in config["swaps"]]
+    return targets
+
+
+# download
+def source_location(wildcards):
+    return PLAN.sources[wildcards.source].location
+
+
+def source_kind(wildcards):
+    return PLAN.sources[wildcards.source].kind
+
+
+# frames
+def clip_download(wildcards):
+    return f"results/download/{PLAN.clips[wildcards.clip].source}"
+
+
+def clip_settings(wildcards):
+    """The frames settings this clip really uses, so that only a change to them reruns it."""
+    clip = PLAN.clips[wildcards.clip]
+    if clip.native_fps:
+        return {"fps": "source", "start": clip.start, "duration": clip.duration,
+                "jpeg_quality": PARAMS["frames"]["jpeg_quality"]}
+    return PARAMS["frames"]
+
+
+def clip_args(wildcards):
+    clip = PLAN.clips[wildcards.clip]
+    if not clip.native_fps:
+        return ""
+    args = ["--native-fps"]
+    if clip.start is not None:
+        args += ["--start", str(clip.start)]
+    if clip.duration is not None:
+        args += ["--duration", str(clip.duration)]
+    return shlex.join(args)
+
+
+# filter
+def person_faces(wildcards):
+    return [f"results/faces/{clip}" for clip in PLAN.person_clips(wildcards.person)]
+
+
+def person_reference(wildcards):
+    reference = config["people"][wildcards.person].get("reference")
+    return [reference] if reference else []
+
+
+def reference_args(wildcards):
+    return shlex.join(["--reference"] + person_reference(wildcards)) if person_reference(wildcards) else ""
+
+
+# train
+def pair_dataset(side):
+    def dataset(wildcards):
+        return f"results/datasets/{PLAN.pair(wildcards.pair)[side]}"
+
+    return dataset
+
+
+def pair_people(wildcards):
+    pair = PLAN.pair(wildcards.pair)
+    return shlex.join([pair["a"], pair["b"]])
+
+
+# convert
+def swap_model(wildcards):
+    model_dir = swap_model_dir(wildcards)
+    return {"weights": f"{model_dir}/weights.msgpack", "model": f"{model_dir}/model.json"}
+
+
+def swap_model_dir(wildcards):
+    return f"results/models/{PLAN.swap(wildcards.swap)['pair']}"
+
+
+def swap_download(wildcards):
+    return f"results/download/{PLAN.clips['swaps/' + wildcards.swap].source}"
+
+
+def swap_from(wildcards):
+    return PLAN.swap(wildcards.swap)["from"]

@@ -1,0 +1,23 @@
+rule convert:
+    input:
+        unpack(swap_model),
+        video=swap_download,
+        frames="results/frames/swaps/{swap}",
+        faces="results/faces/swaps/{swap}",
+    output:
+        video="results/swaps/{swap}.mp4",
+        report="results/swaps/{swap}.json",
+    params:
+        settings=PARAMS["convert"],
+        source=swap_from,
+        model=swap_model_dir,
+    log:
+        "logs/convert/{swap}.log",
+    benchmark:
+        "logs/benchmarks/convert/{swap}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    shell:
+        "facepipe convert --frames {input.frames:q} --faces {input.faces:q} --model {params.model:q}"
+        " --from {params.source} --out {output.video:q} --report {output.report:q} 2>&1 | tee {log:q}"

@@ -1,0 +1,16 @@
+rule detect:
+    input:
+        "results/frames/{clip}",
+    output:
+        directory("results/faces/{clip}"),
+    params:
+        settings=PARAMS["detect"],
+    log:
+        "logs/detect/{clip}.log",
+    benchmark:
+        "logs/benchmarks/detect/{clip}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+    shell:
+        "facepipe detect --frames {input:q} --out {output:q} 2>&1 | tee {log:q}"

@@ -1,0 +1,14 @@
+rule download:
+    output:
+        directory("results/download/{source}"),
+    params:
+        location=source_location,
+        kind=source_kind,
+        settings=PARAMS["download"],
+    log:
+        "logs/download/{source}.log",
+    resources:
+        downloads=1,
+    shell:
+        "facepipe download --source {params.location:q} --kind {params.kind} --id {wildcards.source}"
+        " --out {output:q} 2>&1 | tee {log:q}"

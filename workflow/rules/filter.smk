@@ -1,0 +1,15 @@
+rule filter:
+    input:
+        faces=person_faces,
+        reference=person_reference,
+    output:
+        dataset=directory("results/datasets/{person}"),
+        report="results/reports/filter/{person}.json",
+    params:
+        settings=PARAMS["filter"],
+        reference=reference_args,
+    log:
+        "logs/filter/{person}.log",
+    shell:
+        "facepipe filter --person {wildcards.person} --faces {input.faces:q} {params.reference}"
+        " --out {output.dataset:q} --report {output.report:q} 2>&1 | tee {log:q}"

@@ -1,0 +1,12 @@
+rule frames:
+    input:
+        clip_download,
+    output:
+        directory("results/frames/{clip}"),
+    params:
+        settings=clip_settings,
+        clip=clip_args,
+    log:
+        "logs/frames/{clip}.log",
+    shell:
+        "facepipe frames --download {input:q} --out {output:q} {params.clip} 2>&1 | tee {log:q}"
