@@ -142,7 +142,8 @@ class VideoWriter:
         meta = []
         for key, value in (tags or {}).items():
             meta += ["-metadata", f"{key}={value}"]
-        args = args[:1] + ["-nostdin", "-loglevel", "error"] + args[1:-1] + meta + args[-1:]
+        at = args.index(str(self.tmp))  # options must precede the output name
+        args = args[:1] + ["-nostdin", "-loglevel", "error"] + args[1:at] + meta + args[at:]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.shape = (height, width, 3)
         self.frames = 0

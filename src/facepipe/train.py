@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import shutil
 import time
@@ -55,7 +54,7 @@ def train_step(model: FaceSwapModel, optimizer: nnx.Optimizer, warped_a, target_
     return loss_a, loss_b
 
 
-@nnx.jit
+@nnx.jit(static_argnames="side")
 def reconstruct(model: FaceSwapModel, faces, side: str):
     return model(faces, side)
 
@@ -93,6 +92,8 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(self.directory / "steps", options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
     def save(self, step: int, model, optimizer, meta: dict) -> None:
+        if step in self.manager.all_steps():
+            return
         state = nnx.to_pure_dict(nnx.state((model, optimizer)))
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta)), force=True)
@@ -167,8 +168,7 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
         progress.close()
         for s in streams:
             s.close()
-    if meta is None or meta["step"] != step:
-        save()
+    save()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
