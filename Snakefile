@@ -23,3 +23,7 @@ rule all:
     input:
         all_targets(),
     default_target: True
+
+
+onsuccess:
+    version_with_dvc()

@@ -59,16 +59,20 @@ def cmd_convert(args):
     convert.run(args.frames, args.faces, args.model, args.out, args.swap_from, _settings(args, "convert"), args.report)
 
 
+def _snakemake_args(args) -> list[str]:
+    return ["--configfile", args.configfile] if args.configfile else []
+
+
 def cmd_dvc_yaml(args):
     from . import dvcstages
 
-    dvcstages.write(args.out, args.snakemake_args)
+    dvcstages.write(args.out, _snakemake_args(args))
 
 
 def cmd_restore(args):
     from . import dvcstages
 
-    dvcstages.restore(args.snakemake_args)
+    dvcstages.restore(_snakemake_args(args))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -122,11 +126,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake DAG")
     s.add_argument("--out", default="dvc.yaml")
-    s.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="extra snakemake arguments, e.g. --configfile")
+    s.add_argument("--configfile", help="build config (default: the Snakefile's config/config.yaml)")
     s.set_defaults(func=cmd_dvc_yaml)
 
     s = sub.add_parser("restore", help="dvc pull, then mark the restored outputs up to date for Snakemake")
-    s.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="extra snakemake arguments, e.g. --configfile")
+    s.add_argument("--configfile", help="build config (default: the Snakefile's config/config.yaml)")
     s.set_defaults(func=cmd_restore)
     return p
 

@@ -1,7 +1,9 @@
 # Config checking and every input function of the workflow. The facepipe package does
 # the real work (facepipe.config, facepipe.plan), so the CLI and the rules agree.
 
+import os
 import shlex
+from pathlib import Path
 import sys
 
 from facepipe.config import check_config, load_params
@@ -39,6 +41,12 @@ def all_targets():
 # download
 def source_location(wildcards):
     return PLAN.sources[wildcards.source].location
+
+
+def source_input(wildcards):
+    """A local file or folder is an input (its changes rerun the download); a URL is not."""
+    source = PLAN.sources[wildcards.source]
+    return [] if source.kind == "url" else [source.location]
 
 
 def source_kind(wildcards):
@@ -114,3 +122,21 @@ def swap_download(wildcards):
 
 def swap_from(wildcards):
     return PLAN.swap(wildcards.swap)["from"]
+
+
+# versioning
+def version_with_dvc():
+    """In a DVC repository, regenerate dvc.yaml from this DAG and record every output in
+    dvc.lock and the DVC cache, so `dvc push` can share this build and `facepipe
+    restore` can bring it back."""
+    if not Path(".dvc").is_dir() or workflow.dryrun or workflow.touch:
+        return
+    import subprocess
+
+    from facepipe import dvcstages
+
+    args = []
+    for configfile in workflow.config_settings.configfiles or []:
+        args += ["--configfile", os.path.relpath(configfile)]
+    dvcstages.write("dvc.yaml", args)
+    subprocess.run(["dvc", "commit", "--force", "--quiet"], check=True)

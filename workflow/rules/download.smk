@@ -1,4 +1,6 @@
 rule download:
+    input:
+        source_input,
     output:
         directory("results/download/{source}"),
     params:
