@@ -9,9 +9,11 @@ because DVC does not keep the modification times Snakemake compares."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -88,6 +90,18 @@ def write(out: str | Path = "dvc.yaml", snakemake_args: list[str] | None = None)
     text = render(list(snakemake_args or []))
     with atomic_path(out) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def kept_mtimes(root: str | Path):
+    """Put back the modification times of everything under `root` after the block."""
+    root = Path(root)
+    paths = [root, *root.rglob("*")] if root.exists() else []
+    times = {p: (p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in paths}
+    yield
+    for path in sorted(times, key=lambda p: len(p.parts), reverse=True):  # files before their folders
+        if path.exists():
+            os.utime(path, ns=times[path], follow_symlinks=False)
 
 
 def _dvc(*args: str) -> str:

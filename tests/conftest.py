@@ -1,0 +1,96 @@
+"""Shared fixtures: the test media, and real facepipe projects built with Snakemake."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # facepipe, snakemake and dvc live beside this python
+
+
+def media_dir() -> Path:
+    return Path(os.environ.get("FACEPIPE_MEDIA", ROOT / ".." / "shared" / "media")).resolve()
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    path = media_dir()
+    if not (path / "woman_a.mp4").is_file():
+        message = f"test media not found in {path}; set FACEPIPE_MEDIA"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    e.setdefault("JAX_PLATFORMS", "cpu")
+    return e
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run([str(BIN / "snakemake"), "--cores", "2", *args], cwd, check)
+
+
+TINY_PARAMS = {
+    "frames": {"fps": 5, "duration": 8},
+    "train": {"preset": "tiny", "steps": 300, "batch_size": 8, "learning_rate": 5e-4,
+              "save_every": 100, "preview_every": 100},
+}
+
+
+def make_project(path: Path, config: dict, params: dict | None = None) -> Path:
+    """A fresh facepipe project: this repo's workflow, a config and tiny params."""
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "Snakefile", path)
+    shutil.copytree(ROOT / "workflow", path / "workflow")
+    shutil.copy(ROOT / ".gitignore", path)
+    settings = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for stage, values in {**TINY_PARAMS, **(params or {})}.items():
+        settings[stage].update(values)
+    (path / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    (path / "config").mkdir(exist_ok=True)
+    (path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def pair_config(media: Path) -> dict:
+    return {
+        "people": {"woman_a": {"sources": [str(media / "woman_a.mp4")]},
+                   "woman_b": {"sources": [str(media / "woman_b.mp4")]}},
+        "pairs": {"wa_wb": {"a": "woman_a", "b": "woman_b"}},
+        "swaps": {"wa_as_wb": {"pair": "wa_wb", "video": str(media / "woman_a.mp4"), "from": "woman_a",
+                               "start": 0, "duration": 2}},
+    }
+
+
+@pytest.fixture(scope="session")
+def built(media, tmp_path_factory) -> Path:
+    """woman_a <-> woman_b built end to end by `snakemake`, versioned by DVC (once per session)."""
+    project = make_project(tmp_path_factory.mktemp("built") / "project", pair_config(media))
+    run(["git", "init", "-q"], project)
+    run([str(BIN / "dvc"), "init", "-q"], project)
+    snakemake(project)
+    return project
+
+
+def copy_project(src: Path, dst: Path) -> Path:
+    """A copy keeping modification times, as Snakemake compares them."""
+    shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
+    return dst
