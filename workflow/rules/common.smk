@@ -117,7 +117,8 @@ def swap_model_dir(wildcards):
 
 
 def swap_download(wildcards):
-    return f"results/download/{PLAN.clips['swaps/' + wildcards.swap].source}"
+    clip = PLAN.clips[f"swaps/{wildcards.swap}"]
+    return f"results/download/{clip.source}"
 
 
 def swap_from(wildcards):

@@ -11,6 +11,8 @@ rule convert:
         settings=PARAMS["convert"],
         source=swap_from,
         model=swap_model_dir,
+    conda:
+        "../envs/facepipe.yaml"
     log:
         "logs/convert/{swap}.log",
     benchmark:

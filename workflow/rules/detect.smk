@@ -5,6 +5,8 @@ rule detect:
         directory("results/faces/{clip}"),
     params:
         settings=PARAMS["detect"],
+    conda:
+        "../envs/facepipe.yaml"
     log:
         "logs/detect/{clip}.log",
     benchmark:

@@ -7,6 +7,8 @@ rule download:
         location=source_location,
         kind=source_kind,
         settings=PARAMS["download"],
+    conda:
+        "../envs/facepipe.yaml"
     log:
         "logs/download/{source}.log",
     resources:

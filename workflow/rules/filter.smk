@@ -8,6 +8,8 @@ rule filter:
     params:
         settings=PARAMS["filter"],
         reference=reference_args,
+    conda:
+        "../envs/facepipe.yaml"
     log:
         "logs/filter/{person}.log",
     shell:

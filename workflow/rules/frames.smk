@@ -6,6 +6,8 @@ rule frames:
     params:
         settings=clip_settings,
         clip=clip_args,
+    conda:
+        "../envs/facepipe.yaml"
     log:
         "logs/frames/{clip}.log",
     shell:

@@ -14,6 +14,8 @@ rule train:
         # Not an output: Snakemake would delete it before a rerun, and it is what
         # lets a rerun (or more steps) continue instead of starting over.
         checkpoints="results/checkpoints/{pair}",
+    conda:
+        "../envs/facepipe.yaml"
     log:
         "logs/train/{pair}.log",
     benchmark:
