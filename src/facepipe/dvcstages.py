@@ -10,8 +10,6 @@ because DVC does not keep the modification times Snakemake compares."""
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import re
@@ -44,21 +42,29 @@ def _configfile(snakemake_args: list[str]) -> str:
     return "config/config.yaml"
 
 
+def planned_jobs(snakemake_args: list[str]) -> list[dict]:
+    """Every job of the full DAG with its rule, inputs, outputs and shell command, read
+    from `snakemake --dry-run --forceall --printshellcmds`."""
+    text = _snakemake("--dry-run", "--forceall", "--printshellcmds", "--nolock", "all", *snakemake_args)
+    jobs, job = [], None
+    for line in text.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            job = {"rule": match.group(1), "deps": [], "outs": [], "cmd": ""}
+            jobs.append(job)
+        elif job and (match := re.match(r"^\s+(input|output): (.*)$", line)):
+            job["deps" if match.group(1) == "input" else "outs"] = [p.strip() for p in match.group(2).split(", ")]
+        elif job and line.startswith("Shell command: "):
+            job["cmd"] = line.removeprefix("Shell command: ").strip()
+    return [j for j in jobs if j["rule"] != "all"]
+
+
 def stages(snakemake_args: list[str]) -> dict:
     """DVC stages for every job Snakemake would run to build everything."""
-    summary = _snakemake("--detailed-summary", "--forceall", "--nolock", "--quiet", "all", *snakemake_args)
-    rows = list(csv.DictReader(io.StringIO(summary[summary.index("output_file"):]), delimiter="\t"))
     configfile = _configfile(snakemake_args)
-    jobs: dict[str, dict] = {}
-    for row in rows:
-        cmd = re.sub(r"\s+2>&1 \| tee \S+$", "", row["shellcmd"].strip())  # logging is Snakemake's business
-        if not cmd or row["rule"] == "all":
-            continue
-        job = jobs.setdefault(cmd, {"rule": row["rule"], "deps": [], "outs": []})
-        job["outs"].append(row["output_file"])
-        for dep in filter(None, (d.strip() for d in row["input-file(s)"].split(","))):
-            if dep not in job["deps"]:
-                job["deps"].append(dep)
+    jobs = {}
+    for job in planned_jobs(snakemake_args):
+        cmd = re.sub(r"\s+2>&1 \| tee \S+$", "", job["cmd"])  # logging is Snakemake's business
+        jobs[cmd] = job
     result, curves = {}, []
     for cmd, job in sorted(jobs.items(), key=lambda kv: (kv[1]["rule"], kv[1]["outs"][0])):
         rule, first = job["rule"], job["outs"][0]

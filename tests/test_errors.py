@@ -1,0 +1,85 @@
+"""Bad input: one clear line naming the item, before long work, nothing built lost."""
+
+from __future__ import annotations
+
+import subprocess
+
+import yaml
+
+from conftest import BIN, copy_project, make_project, pair_config, snakemake
+from facepipe.media import FFMPEG
+
+
+def error_lines(proc) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if "error:" in line]
+
+
+def dry_run_error(project) -> str:
+    proc = snakemake(project, "-n", check=False)
+    assert proc.returncode != 0
+    lines = error_lines(proc)
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    return lines[0]
+
+
+def test_missing_source_file(media, tmp_path):
+    config = pair_config(media)
+    config["people"]["woman_b"]["sources"].append("videos/missing.mp4")
+    line = dry_run_error(make_project(tmp_path / "p", config))
+    assert "people.woman_b.sources[1]" in line and "videos/missing.mp4 not found" in line
+
+
+def test_invalid_person_name(media, tmp_path):
+    config = pair_config(media)
+    config["people"]["bad name!"] = config["people"].pop("woman_b")
+    line = dry_run_error(make_project(tmp_path / "p", config))
+    assert "'bad name!' is not a valid name" in line and "config" in line
+
+
+def test_negative_fps(media, tmp_path):
+    line = dry_run_error(make_project(tmp_path / "p", pair_config(media), {"frames": {"fps": -5}}))
+    assert "params.yaml: frames.fps" in line and "-5" in line
+
+
+def test_swap_naming_unknown_pair(media, tmp_path):
+    config = pair_config(media)
+    config["swaps"]["wa_as_wb"]["pair"] = "nobody"
+    line = dry_run_error(make_project(tmp_path / "p", config))
+    assert "swaps.wa_as_wb.pair" in line and "unknown pair 'nobody'" in line and "wa_wb" in line
+
+
+def _add_person(project, name, source):
+    config = yaml.safe_load((project / "config/config.yaml").read_text())
+    config["people"][name] = {"sources": [str(source)]}
+    config["pairs"][f"{name}_pair"] = {"a": "woman_a", "b": name}
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_text_file_named_mp4_keeps_what_was_built(built, tmp_path):
+    project = copy_project(built, tmp_path / "p")
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("this is not a video\n")
+    _add_person(project, "faker", fake)
+    weights = (project / "results/models/wa_wb/weights.msgpack").read_bytes()
+    proc = snakemake(project, check=False)
+    assert proc.returncode != 0
+    lines = [line for line in error_lines(proc) if "facepipe" in line]
+    assert lines and "fake.mp4: not a readable video" in lines[0], proc.stdout + proc.stderr
+    assert (project / "results/models/wa_wb/weights.msgpack").read_bytes() == weights
+    assert (project / "results/swaps/wa_as_wb.mp4").is_file()
+    assert not list((project / "results/download").glob("fake-*"))
+
+
+def test_video_without_faces_says_how_many_and_where(built, tmp_path):
+    project = copy_project(built, tmp_path / "p")
+    empty = tmp_path / "wall.mp4"
+    subprocess.run([FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10",
+                    "-t", "2", "-pix_fmt", "yuv420p", str(empty)], check=True)
+    _add_person(project, "nobody", empty)
+    proc = snakemake(project, "results/datasets/nobody", check=False)
+    assert proc.returncode != 0
+    lines = [line for line in error_lines(proc) if "facepipe filter" in line]
+    assert lines, proc.stdout + proc.stderr
+    assert "person 'nobody' has no usable faces" in lines[0]
+    assert f"{empty}: 0 faces in 10 frames" in lines[0]
+    assert (project / "results/models/wa_wb/weights.msgpack").is_file()
