@@ -11,10 +11,15 @@ from facepipe.errors import FacepipeError
 from facepipe.plan import Plan
 
 
+def _config_name():
+    files = workflow.config_settings.configfiles or []
+    return os.path.relpath(files[-1]) if files else "config/config.yaml"
+
+
 def _load():
     try:
-        check_config(config, "config")
-        return load_params("params.yaml"), Plan(config, "config")
+        check_config(config, _config_name())
+        return load_params("params.yaml"), Plan(config, _config_name())
     except FacepipeError as exc:
         # One line, before any job starts: the file, the key, what to do.
         sys.exit(f"facepipe: error: {exc}")
