@@ -55,7 +55,10 @@ def face_mask(landmarks_crop: np.ndarray, size: int, coverage: float, erode: flo
     if blur > 0:
         k = max(1, int(round(blur * size))) | 1
         mask = cv2.GaussianBlur(mask, (k, k), 0)
-        mask *= limit
+        # Fade out towards the edge of the drawn region too, so no square seam shows.
+        inner = np.zeros_like(mask)
+        inner[pad + k // 2:size - pad - k // 2, pad + k // 2:size - pad - k // 2] = 1.0
+        mask *= cv2.GaussianBlur(inner, (k, k), 0) * limit
     return mask
 
 
