@@ -17,6 +17,7 @@ include: "workflow/rules/detect.smk"
 include: "workflow/rules/filter.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/convert.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

@@ -86,16 +86,16 @@ def test_param_changes_rerun_exactly_their_stages(built, tmp_path):
         return original
 
     crf = edit("convert", "crf", 20)
-    assert planned_jobs(project) == {"convert": 1, "all": 1}
+    assert planned_jobs(project) == {"convert": 1, "evaluate": 1, "all": 1}
     edit("convert", "crf", crf)
     assert planned_jobs(project) == {}
 
     edit("train", "steps", 400)
-    assert planned_jobs(project) == {"train": 1, "convert": 1, "all": 1}
+    assert planned_jobs(project) == {"train": 1, "convert": 1, "evaluate": 2, "all": 1}
     edit("train", "steps", 300)
 
     edit("detect", "min_score", 0.8)
-    assert planned_jobs(project) == {"detect": 3, "filter": 2, "train": 1, "convert": 1, "all": 1}
+    assert planned_jobs(project) == {"detect": 3, "filter": 2, "train": 1, "convert": 1, "evaluate": 2, "all": 1}
 
 
 def test_dvc_push_then_pull_in_a_fresh_clone_restores_the_build(built, tmp_path):

@@ -59,6 +59,16 @@ def cmd_convert(args):
     convert.run(args.frames, args.faces, args.model, args.out, args.swap_from, _settings(args, "convert"), args.report)
 
 
+def cmd_evaluate(args):
+    from . import evaluate
+
+    if args.target == "pair":
+        evaluate.run_pair(args.model, args.a, args.b, args.out)
+    else:
+        evaluate.run_swap(args.video, args.frames, args.faces, args.source, args.target_dataset, args.out,
+                          _settings(args, "evaluate"))
+
+
 def _snakemake_args(args) -> list[str]:
     return ["--configfile", args.configfile] if args.configfile else []
 
@@ -123,6 +133,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--from", dest="swap_from", required=True, help="the person shown in the video")
     s.add_argument("--out", required=True, help="output video (.mp4)")
     s.add_argument("--report", help="JSON summary of the swap")
+
+    s = stage("evaluate", cmd_evaluate, "measure a trained pair or a rendered swap")
+    targets = s.add_subparsers(dest="target", required=True)
+    t = targets.add_parser("pair", help="reconstruction MAE/SSIM on held-out faces")
+    t.add_argument("--model", required=True, help="train stage folder")
+    t.add_argument("--a", required=True, help="dataset folder of person A")
+    t.add_argument("--b", required=True, help="dataset folder of person B")
+    t.add_argument("--out", required=True, help="metrics JSON")
+    t = targets.add_parser("swap", help="identity transfer, flicker and background metrics")
+    t.add_argument("--video", required=True, help="the swapped video")
+    t.add_argument("--frames", required=True, help="frames stage folder of the swap clip")
+    t.add_argument("--faces", required=True, help="detect stage folder of the swap clip")
+    t.add_argument("--source", required=True, help="dataset folder of the person in the video")
+    t.add_argument("--target", dest="target_dataset", required=True, help="dataset folder of the person swapped in")
+    t.add_argument("--out", required=True, help="metrics JSON")
 
     s = sub.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake DAG")
     s.add_argument("--out", default="dvc.yaml")

@@ -12,7 +12,6 @@ import yaml
 from .errors import FacepipeError
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
-STAGES = ("download", "frames", "detect", "filter", "train", "convert")
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -4,10 +4,13 @@ Drops, in this order, faces whose detection score is under `filter.min_score`, w
 box is smaller than `filter.min_size` px, whose aligned crop is blurred (variance of
 the Laplacian under `filter.min_sharpness`), and, when the person has a `reference`
 photo, faces farther than `filter.max_distance` from it in dlib's embedding space.
-Writes the dataset folder (`faces/`, `faces.json`) and a JSON report of counts."""
+A share `filter.holdout` of the kept faces is marked held out (never trained on, used by
+evaluate). Writes the dataset folder (`faces/`, `faces.json` with each face's split and
+identity embedding) and a JSON report of counts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +22,12 @@ from .errors import FacepipeError
 from .fsutil import atomic_dir, write_json
 
 REASONS = ("score", "size", "blur", "identity")
+
+
+def is_holdout(name: str, share: float) -> bool:
+    """Deterministic held-out split by file name: the same faces are held out on every
+    machine and every rerun, and training never sees them."""
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) % 10_000 < share * 10_000
 
 
 def reference_embedding(photo: str | Path) -> np.ndarray:
@@ -62,15 +71,19 @@ def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_p
                     continue
                 name = f"faces/{faces_dir.name}_{face['frame']:06d}_{face['face']}.jpg"
                 shutil.copyfile(faces_dir / face["crop"], tmp / name)
-                kept.append({"file": name, "clip": faces_dir.name, "frame": face["frame"], "face": face["face"]})
+                kept.append({"file": name, "clip": faces_dir.name, "frame": face["frame"], "face": face["face"],
+                             "split": "holdout" if is_holdout(name, settings["holdout"]) else "train",
+                             "embedding": face["embedding"]})
                 stats["kept"] += 1
         if not kept:
             found = "; ".join(f"{s['source']}: {s['faces']} faces in {s['frames']} frames" for s in per_source.values())
             lost = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"
             raise FacepipeError(f"filter: person {person!r} has no usable faces ({found}; dropped: {lost}); "
                                 "use sources that show this person's face or relax the filter section of params.yaml")
+        if len(kept) > 1 and all(f["split"] == "holdout" for f in kept):
+            kept[0]["split"] = "train"
         (tmp / "faces.json").write_text(json.dumps({"person": person, "faces": kept}, indent=1) + "\n")
     report = {"person": person, "reference": reference, "found": sum(s["faces"] for s in per_source.values()),
-              "kept": len(kept), "dropped": dropped, "sources": per_source}
+              "kept": len(kept), "held_out": sum(f["split"] == "holdout" for f in kept), "dropped": dropped, "sources": per_source}
     write_json(report_path, report)
     return report

@@ -17,16 +17,17 @@ from .errors import FacepipeError
 ROTATION, ZOOM, SHIFT, FLIP = 10.0, 0.05, 0.05, 0.4  # the original random_transform_args
 
 
-def load_dataset(dataset_dir: str | Path) -> np.ndarray:
-    """All kept faces of a person as uint8 (N, S, S, 3)."""
+def load_dataset(dataset_dir: str | Path, split: str = "train") -> np.ndarray:
+    """A person's kept faces of one split ("train" or "holdout") as uint8 (N, S, S, 3)."""
     dataset_dir = Path(dataset_dir)
     index_file = dataset_dir / "faces.json"
     if not index_file.is_file():
         raise FacepipeError(f"{dataset_dir}: no faces.json; run the filter stage first")
     index = json.loads(index_file.read_text())
-    if not index["faces"]:
-        raise FacepipeError(f"{dataset_dir}: the dataset has no faces")
-    return np.stack([media.read_image(dataset_dir / face["file"]) for face in index["faces"]])
+    faces = [face for face in index["faces"] if face.get("split", "train") == split]
+    if not faces:
+        raise FacepipeError(f"{dataset_dir}: the dataset has no {split} faces; add sources for this person")
+    return np.stack([media.read_image(dataset_dir / face["file"]) for face in faces])
 
 
 def random_transform(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

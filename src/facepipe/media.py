@@ -104,17 +104,21 @@ def read_frames(info: VideoInfo, start: float | None = None, duration: float | N
     proc = subprocess.Popen(args[:1] + ["-nostdin", "-loglevel", "error"] + args[1:],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     frame_bytes = info.width * info.height * 3
+    complete = False
     try:
         while True:
             buf = proc.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
+                complete = True
                 break
             yield np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
     finally:
+        if not complete:  # the caller stopped early: no error to report
+            proc.kill()
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace").strip()
         proc.stderr.close()
-        if proc.wait() != 0 and err:
+        if proc.wait() != 0 and complete and err:
             raise FacepipeError(f"{info.path}: ffmpeg could not decode it ({err.splitlines()[-1]})")
 
 

@@ -34,12 +34,15 @@ wildcard_constraints:
     pair=r"[A-Za-z0-9_-]+",
     swap=r"[A-Za-z0-9_-]+",
     clip=r"people/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+|swaps/[A-Za-z0-9_-]+",
+    target=r"pairs/[A-Za-z0-9_-]+|swaps/[A-Za-z0-9_-]+",
 
 
 def all_targets():
     targets = [f"results/reports/filter/{person}.json" for person in PLAN.person_sources]
     targets += [f"results/models/{pair}/weights.msgpack" for pair in config["pairs"]]
     targets += [f"results/swaps/{swap}.mp4" for swap in config["swaps"]]
+    targets += [f"results/metrics/pairs/{pair}.json" for pair in config["pairs"]]
+    targets += [f"results/metrics/swaps/{swap}.json" for swap in config["swaps"]]
     return targets
 
 
@@ -128,6 +131,30 @@ def swap_download(wildcards):
 
 def swap_from(wildcards):
     return PLAN.swap(wildcards.swap)["from"]
+
+
+# evaluate
+def evaluate_inputs(wildcards):
+    kind, name = wildcards.target.split("/")
+    if kind == "pairs":
+        pair = PLAN.pair(name)
+        return {"model": f"results/models/{name}/model.json", "weights": f"results/models/{name}/weights.msgpack",
+                "a": f"results/datasets/{pair['a']}", "b": f"results/datasets/{pair['b']}"}
+    swap = PLAN.swap(name)
+    pair = PLAN.pair(swap["pair"])
+    target = pair["b"] if swap["from"] == pair["a"] else pair["a"]
+    return {"video": f"results/swaps/{name}.mp4", "frames": f"results/frames/swaps/{name}",
+            "faces": f"results/faces/swaps/{name}", "source": f"results/datasets/{swap['from']}",
+            "target": f"results/datasets/{target}"}
+
+
+def evaluate_args(wildcards):
+    kind, name = wildcards.target.split("/")
+    paths = evaluate_inputs(wildcards)
+    if kind == "pairs":
+        return shlex.join(["pair", "--model", f"results/models/{name}", "--a", paths["a"], "--b", paths["b"]])
+    return shlex.join(["swap"] + [arg for key in ("video", "frames", "faces", "source", "target")
+                                  for arg in (f"--{key}", paths[key])])
 
 
 # versioning

@@ -1,0 +1,147 @@
+"""evaluate: measure a build, so every later change can be judged by numbers.
+
+Per pair: reconstruction MAE and SSIM of A->A and B->B on the held-out faces (never
+trained on), beside the same for the untrained model. Per swap: identity transfer (the
+share of scored output faces nearer the target person's mean dlib embedding than the
+source person's), both mean distances, the flicker ratio (frame-to-frame change inside
+the face region, output over input) and the PSNR of the background (outside the
+dilated face boxes). Writes small JSON files that DVC tracks as metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from . import media
+from .convert import load_model
+from .fsutil import write_json
+from .input_pipeline import center_faces, load_dataset
+from .models import FaceSwapModel, ModelSettings
+from .train import reconstruct
+
+BATCH = 16
+
+
+def ssim(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean structural similarity of two float images in [0, 1] (Gaussian window 11, 1.5)."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+
+    def blur(a):
+        return cv2.GaussianBlur(a, (11, 11), 1.5)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    return float((((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))).mean())
+
+
+def _rebuild(model: FaceSwapModel, faces: np.ndarray, side: str) -> np.ndarray:
+    return np.concatenate([np.asarray(reconstruct(model, faces[i:i + BATCH], side))
+                           for i in range(0, len(faces), BATCH)])
+
+
+def evaluate_pair(model_dir: str | Path, dataset_a: str | Path, dataset_b: str | Path) -> dict:
+    model, info = load_model(model_dir)
+    untrained = FaceSwapModel(ModelSettings.from_json(info["model"]), rngs=nnx.Rngs(0))
+    resolution, coverage = info["model"]["resolution"], info["coverage"]
+    result = {"steps": info["steps"]}
+    for side, dataset in (("a", dataset_a), ("b", dataset_b)):
+        faces = center_faces(load_dataset(dataset, "holdout"), resolution, coverage)
+        rebuilt, baseline = _rebuild(model, faces, side), _rebuild(untrained, faces, side)
+        result[side] = {
+            "person": info["people"][side],
+            "held_out_faces": len(faces),
+            "mae": round(float(np.abs(rebuilt - faces).mean()), 5),
+            "ssim": round(float(np.mean([ssim(f, r) for f, r in zip(faces, rebuilt)])), 4),
+            "untrained_mae": round(float(np.abs(baseline - faces).mean()), 5),
+        }
+    return result
+
+
+def mean_embedding(dataset_dir: str | Path) -> np.ndarray:
+    faces = json.loads((Path(dataset_dir) / "faces.json").read_text())["faces"]
+    return np.mean([face["embedding"] for face in faces], axis=0)
+
+
+def _iou(a, b) -> float:
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _box_mask(shape, boxes, grow: float = 0.0) -> np.ndarray:
+    mask = np.zeros(shape[:2], bool)
+    for x0, y0, x1, y1 in boxes:
+        dx, dy = grow * (x1 - x0), grow * (y1 - y0)
+        mask[max(0, int(y0 - dy)):int(np.ceil(y1 + dy)), max(0, int(x0 - dx)):int(np.ceil(x1 + dx))] = True
+    return mask
+
+
+def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Path, source_dataset: str | Path,
+                  target_dataset: str | Path, settings: dict) -> dict:
+    from .detect import FaceAnalyzer
+
+    index = json.loads((Path(frames_dir) / "frames.json").read_text())
+    alignments = json.loads((Path(faces_dir) / "alignments.json").read_text())
+    boxes: dict[int, list] = {}
+    for face in alignments["faces"]:
+        boxes.setdefault(face["frame"], []).append(face["box"])
+    source_mean, target_mean = mean_embedding(source_dataset), mean_embedding(target_dataset)
+    analyzer = FaceAnalyzer(min_score=0.5)
+    inputs = media.read_frames(media.probe(index["video"]), index["start"] or None, index["duration"])
+    output_info = media.probe(video)
+    to_source, to_target = [], []
+    change_in, change_out, background_err, background_px = [], [], 0.0, 0
+    previous = None
+    for i, (original, swapped) in enumerate(tqdm(zip(inputs, media.read_frames(output_info)), total=index["count"],
+                                                  desc=f"evaluate {Path(video).stem}", unit="frame")):
+        frame_boxes = boxes.get(i, [])
+        faces = analyzer.analyze(swapped, analyzer.detect([swapped])[0]) if frame_boxes else []
+        for box in frame_boxes:
+            match = max(faces, key=lambda f: _iou(f["box"], box), default=None)
+            if match is not None and _iou(match["box"], box) > 0.3:
+                embedding = np.asarray(match["embedding"])
+                to_source.append(float(np.linalg.norm(embedding - source_mean)))
+                to_target.append(float(np.linalg.norm(embedding - target_mean)))
+        if swapped.shape != original.shape:
+            continue  # region metrics compare pixels; only an output of the input's size has them
+        a, b = original.astype(np.float32), swapped.astype(np.float32)
+        face_region = _box_mask(a.shape, frame_boxes)
+        if previous is not None and face_region.any():
+            change_in.append(np.abs(a - previous[0])[face_region].mean())
+            change_out.append(np.abs(b - previous[1])[face_region].mean())
+        previous = (a, b)
+        outside = ~_box_mask(a.shape, frame_boxes, settings["dilate"])
+        background_err += float(((a - b)[outside] ** 2).sum())
+        background_px += int(outside.sum()) * 3
+    scored = len(to_source)
+    result = {
+        "frames": index["count"],
+        "faces_scored": scored,
+        "identity_transfer_rate": round(float(np.mean(np.array(to_target) < np.array(to_source))), 4) if scored else None,
+        "mean_distance_to_source": round(float(np.mean(to_source)), 4) if scored else None,
+        "mean_distance_to_target": round(float(np.mean(to_target)), 4) if scored else None,
+        "flicker_ratio": round(float(np.mean(change_out) / max(np.mean(change_in), 1e-6)), 4) if change_in else None,
+        "background_psnr": (round(float(10 * np.log10(255 ** 2 / max(background_err / background_px, 1e-10))), 2)
+                            if background_px else None),
+    }
+    if not scored:
+        print(f"evaluate: no faces detected in {video} where the input had faces: 0 faces scored")
+    return result
+
+
+def run_pair(model_dir, dataset_a, dataset_b, out) -> dict:
+    result = evaluate_pair(model_dir, dataset_a, dataset_b)
+    write_json(out, result)
+    return result
+
+
+def run_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, out, settings) -> dict:
+    result = evaluate_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, settings)
+    write_json(out, result)
+    return result
