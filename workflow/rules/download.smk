@@ -13,6 +13,7 @@ rule download:
         "logs/download/{source}.log",
     resources:
         downloads=1,
+    threads: 1
     shell:
         "facepipe download --source {params.location:q} --kind {params.kind} --id {wildcards.source}"
         " --out {output:q} 2>&1 | tee {log:q}"

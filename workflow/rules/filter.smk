@@ -12,6 +12,7 @@ rule filter:
         "../envs/facepipe.yaml"
     log:
         "logs/filter/{person}.log",
+    threads: 1
     shell:
         "facepipe filter --person {wildcards.person} --faces {input.faces:q} {params.reference}"
         " --out {output.dataset:q} --report {output.report:q} 2>&1 | tee {log:q}"

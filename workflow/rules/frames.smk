@@ -10,5 +10,6 @@ rule frames:
         "../envs/facepipe.yaml"
     log:
         "logs/frames/{clip}.log",
+    threads: 1
     shell:
         "facepipe frames --download {input:q} --out {output:q} {params.clip} 2>&1 | tee {log:q}"
