@@ -7,7 +7,7 @@ CONFIG ?= config/config.yaml
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup test run lint dvc-yaml restore
+.PHONY: setup test run report lint dvc-yaml restore
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ test: setup
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+
+# One self-contained page: previews, loss curves, faces kept/dropped, swaps, metrics.
+report: setup
+	$(BIN)/snakemake --report report.html --configfile $(CONFIG)
 
 lint: setup
 	$(BIN)/snakemake --lint --configfile $(CONFIG)

@@ -19,15 +19,15 @@ def swap_inputs(built, monkeypatch):
 
 
 def test_untouched_input_transfers_no_identity(built, media, monkeypatch):
-    result = evaluate_swap(media / "woman_a.mp4", **swap_inputs(built, monkeypatch))
-    assert result["faces_scored"] >= 55
+    result, _ = evaluate_swap(media / "woman_a.mp4", **swap_inputs(built, monkeypatch))
+    assert result["frames_scored"] >= 55
     assert result["identity_transfer_rate"] <= 0.05
     assert result["mean_distance_to_source"] < result["mean_distance_to_target"]
     assert result["background_psnr"] > 40 and 0.9 < result["flicker_ratio"] < 1.1
 
 
 def test_the_target_persons_own_face_counts_as_transferred(built, media, monkeypatch):
-    result = evaluate_swap(media / "woman_b.mp4", **swap_inputs(built, monkeypatch))
+    result, _ = evaluate_swap(media / "woman_b.mp4", **swap_inputs(built, monkeypatch))
     assert result["faces_scored"] >= 55
     assert result["identity_transfer_rate"] >= 0.95
     assert result["mean_distance_to_target"] < result["mean_distance_to_source"]
@@ -37,9 +37,9 @@ def test_output_without_faces_scores_zero_and_says_so(built, tmp_path, capsys, m
     blank = tmp_path / "blank.mp4"
     subprocess.run([FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=512x512:rate=30", "-t", "2",
                     "-pix_fmt", "yuv420p", str(blank)], check=True)
-    result = evaluate_swap(blank, **swap_inputs(built, monkeypatch))
-    assert result["faces_scored"] == 0 and result["identity_transfer_rate"] is None
-    assert "0 faces scored" in capsys.readouterr().out
+    result, _ = evaluate_swap(blank, **swap_inputs(built, monkeypatch))
+    assert result["frames_scored"] == result["faces_scored"] == 0 and result["identity_transfer_rate"] is None
+    assert "0 frames scored" in capsys.readouterr().out
 
 
 def test_build_writes_pair_and_swap_metrics(built):
@@ -52,3 +52,21 @@ def test_build_writes_pair_and_swap_metrics(built):
     assert set(swap) >= {"identity_transfer_rate", "mean_distance_to_source", "mean_distance_to_target",
                          "flicker_ratio", "background_psnr", "faces_scored"}
     assert swap["faces_scored"] > 0 and swap["background_psnr"] > 35
+
+
+def test_report_has_every_section_and_image(built, tmp_path):
+    from conftest import copy_project, run, BIN
+
+    project = copy_project(built, tmp_path / "p")
+    run([str(BIN / "snakemake"), "--report", "report.html"], project)
+    page = (project / "report.html").read_text()
+    for section in ("Pairs", "People", "Evaluation"):
+        assert section in page
+    for caption in ("Preview grid of pair", "Training loss", "Faces of woman_a", "Faces of woman_b",
+                    "identity transfer rate", "Before and after"):
+        assert caption in page, caption
+    for name in ("preview.png", "loss.png", "woman_a.jpg", "woman_b.jpg", "wa_wb.jpg", "wa_as_wb.jpg",
+                 "wa_wb.html", "wa_as_wb.html"):
+        assert f'"{name}"' in page, name
+    # embedded, not linked: the page works on its own
+    assert page.count("data:image/png") >= 2 and page.count("data:image/jpeg") >= 4

@@ -44,7 +44,8 @@ def cmd_detect(args):
 def cmd_filter(args):
     from . import filter as face_filter
 
-    face_filter.run(args.person, args.faces, args.out, args.report, _settings(args, "filter"), args.reference)
+    face_filter.run(args.person, args.faces, args.out, args.report, _settings(args, "filter"), args.reference,
+                    args.sheet)
 
 
 def cmd_train(args):
@@ -63,10 +64,10 @@ def cmd_evaluate(args):
     from . import evaluate
 
     if args.target == "pair":
-        evaluate.run_pair(args.model, args.a, args.b, args.out)
+        evaluate.run_pair(args.model, args.a, args.b, args.out, args.table, args.strip)
     else:
         evaluate.run_swap(args.video, args.frames, args.faces, args.source, args.target_dataset, args.out,
-                          _settings(args, "evaluate"))
+                          _settings(args, "evaluate"), args.table, args.strip)
 
 
 def _snakemake_args(args) -> list[str]:
@@ -118,6 +119,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", help="photo of the person")
     s.add_argument("--out", required=True, help="dataset folder")
     s.add_argument("--report", required=True, help="JSON report of kept and dropped faces")
+    s.add_argument("--sheet", help="contact sheet image of kept and dropped faces")
 
     s = stage("train", cmd_train, "train the shared encoder and both decoders")
     s.add_argument("--a", required=True, help="dataset folder of person A")
@@ -141,6 +143,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--a", required=True, help="dataset folder of person A")
     t.add_argument("--b", required=True, help="dataset folder of person B")
     t.add_argument("--out", required=True, help="metrics JSON")
+    t.add_argument("--table", help="the metrics as an HTML table")
+    t.add_argument("--strip", help="image: held-out faces above their reconstructions")
     t = targets.add_parser("swap", help="identity transfer, flicker and background metrics")
     t.add_argument("--video", required=True, help="the swapped video")
     t.add_argument("--frames", required=True, help="frames stage folder of the swap clip")
@@ -148,6 +152,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--source", required=True, help="dataset folder of the person in the video")
     t.add_argument("--target", dest="target_dataset", required=True, help="dataset folder of the person swapped in")
     t.add_argument("--out", required=True, help="metrics JSON")
+    t.add_argument("--table", help="the metrics as an HTML table")
+    t.add_argument("--strip", help="image: input frames above their swapped versions")
 
     s = sub.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake DAG")
     s.add_argument("--out", default="dvc.yaml")

@@ -17,9 +17,9 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from . import media
+from . import figures, media
 from .convert import load_model
-from .fsutil import write_json
+from .fsutil import atomic_path, write_json
 from .input_pipeline import center_faces, load_dataset
 from .models import FaceSwapModel, ModelSettings
 from .train import reconstruct
@@ -48,10 +48,11 @@ def evaluate_pair(model_dir: str | Path, dataset_a: str | Path, dataset_b: str |
     model, info = load_model(model_dir)
     untrained = FaceSwapModel(ModelSettings.from_json(info["model"]), rngs=nnx.Rngs(0))
     resolution, coverage = info["model"]["resolution"], info["coverage"]
-    result = {"steps": info["steps"]}
+    result, stills = {"steps": info["steps"]}, []
     for side, dataset in (("a", dataset_a), ("b", dataset_b)):
         faces = center_faces(load_dataset(dataset, "holdout"), resolution, coverage)
         rebuilt, baseline = _rebuild(model, faces, side), _rebuild(untrained, faces, side)
+        stills += [(_to_uint8(f), _to_uint8(r)) for f, r in zip(faces[:4], rebuilt[:4])]
         result[side] = {
             "person": info["people"][side],
             "held_out_faces": len(faces),
@@ -59,7 +60,11 @@ def evaluate_pair(model_dir: str | Path, dataset_a: str | Path, dataset_b: str |
             "ssim": round(float(np.mean([ssim(f, r) for f, r in zip(faces, rebuilt)])), 4),
             "untrained_mae": round(float(np.abs(baseline - faces).mean()), 5),
         }
-    return result
+    return result, stills
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
 def mean_embedding(dataset_dir: str | Path) -> np.ndarray:
@@ -95,19 +100,24 @@ def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Pa
     analyzer = FaceAnalyzer(min_score=0.5)
     inputs = media.read_frames(media.probe(index["video"]), index["start"] or None, index["duration"])
     output_info = media.probe(video)
-    to_source, to_target = [], []
+    to_source, to_target, stills, frames_scored = [], [], [], 0
+    still_at = set(np.linspace(0, max(index["count"] - 1, 0), 4).round().astype(int).tolist())
     change_in, change_out, background_err, background_px = [], [], 0.0, 0
     previous = None
     for i, (original, swapped) in enumerate(tqdm(zip(inputs, media.read_frames(output_info)), total=index["count"],
                                                   desc=f"evaluate {Path(video).stem}", unit="frame")):
+        if i in still_at:
+            stills.append((original, swapped))
         frame_boxes = boxes.get(i, [])
         faces = analyzer.analyze(swapped, analyzer.detect([swapped])[0]) if frame_boxes else []
+        scored_before = len(to_source)
         for box in frame_boxes:
             match = max(faces, key=lambda f: _iou(f["box"], box), default=None)
             if match is not None and _iou(match["box"], box) > 0.3:
                 embedding = np.asarray(match["embedding"])
                 to_source.append(float(np.linalg.norm(embedding - source_mean)))
                 to_target.append(float(np.linalg.norm(embedding - target_mean)))
+        frames_scored += len(to_source) > scored_before
         if swapped.shape != original.shape:
             continue  # region metrics compare pixels; only an output of the input's size has them
         a, b = original.astype(np.float32), swapped.astype(np.float32)
@@ -122,6 +132,7 @@ def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Pa
     scored = len(to_source)
     result = {
         "frames": index["count"],
+        "frames_scored": frames_scored,
         "faces_scored": scored,
         "identity_transfer_rate": round(float(np.mean(np.array(to_target) < np.array(to_source))), 4) if scored else None,
         "mean_distance_to_source": round(float(np.mean(to_source)), 4) if scored else None,
@@ -131,17 +142,36 @@ def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Pa
                             if background_px else None),
     }
     if not scored:
-        print(f"evaluate: no faces detected in {video} where the input had faces: 0 faces scored")
+        print(f"evaluate: no faces detected in {video} where the input had faces: 0 frames scored")
+    return result, stills
+
+
+def _write_table(path, title: str, rows) -> None:
+    if path:
+        with atomic_path(path) as tmp:
+            tmp.write_text(figures.metrics_table(title, rows))
+
+
+def _write_strip(path, stills) -> None:
+    if path and stills:
+        with atomic_path(path) as tmp:
+            media.write_image(tmp, figures.before_after_strip(stills), quality=90)
+
+
+def run_pair(model_dir, dataset_a, dataset_b, out, table=None, strip=None) -> dict:
+    result, stills = evaluate_pair(model_dir, dataset_a, dataset_b)
+    write_json(out, result)
+    rows = [("steps", result["steps"])] + [(f"{result[s]['person']} ({s.upper()}): {k}", v)
+                                           for s in ("a", "b") for k, v in result[s].items() if k != "person"]
+    _write_table(table, f"Reconstruction on held-out faces: {Path(model_dir).name}", rows)
+    _write_strip(strip, stills)
     return result
 
 
-def run_pair(model_dir, dataset_a, dataset_b, out) -> dict:
-    result = evaluate_pair(model_dir, dataset_a, dataset_b)
+def run_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, out, settings, table=None,
+             strip=None) -> dict:
+    result, stills = evaluate_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, settings)
     write_json(out, result)
-    return result
-
-
-def run_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, out, settings) -> dict:
-    result = evaluate_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, settings)
-    write_json(out, result)
+    _write_table(table, f"Swap metrics: {Path(video).stem}", list(result.items()))
+    _write_strip(strip, stills)
     return result

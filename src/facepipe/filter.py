@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
+from . import figures, media
 from .errors import FacepipeError
-from .fsutil import atomic_dir, write_json
+from .fsutil import atomic_dir, atomic_path, write_json
 
 REASONS = ("score", "size", "blur", "identity")
 
@@ -53,10 +53,11 @@ def drop_reason(face: dict, settings: dict, reference: np.ndarray | None) -> str
 
 
 def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_path: str | Path,
-        settings: dict, reference: str | None = None) -> dict:
+        settings: dict, reference: str | None = None, sheet_path: str | Path | None = None) -> dict:
     ref = reference_embedding(reference) if reference else None
     dropped = {reason: 0 for reason in REASONS}
     per_source, kept = {}, []
+    samples: dict[str, list[Path]] = {"kept": [], **{reason: [] for reason in REASONS}}
     with atomic_dir(out_dir) as tmp:
         (tmp / "faces").mkdir()
         for faces_dir in map(Path, faces_dirs):
@@ -66,6 +67,7 @@ def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_p
             per_source[faces_dir.name] = stats
             for face in alignments["faces"]:
                 reason = drop_reason(face, settings, ref)
+                samples[reason or "kept"].append(faces_dir / face["crop"])
                 if reason:
                     dropped[reason] += 1
                     continue
@@ -86,4 +88,9 @@ def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_p
     report = {"person": person, "reference": reference, "found": sum(s["faces"] for s in per_source.values()),
               "kept": len(kept), "held_out": sum(f["split"] == "holdout" for f in kept), "dropped": dropped, "sources": per_source}
     write_json(report_path, report)
+    if sheet_path:
+        rows = [(f"{person}: kept", samples["kept"])] + [(f"dropped: {r}", samples[r]) for r in REASONS]
+        with atomic_path(sheet_path) as tmp:
+            media.write_image(tmp, figures.contact_sheet(
+                [(title, [media.read_image(p) for p in paths[:24]]) for title, paths in rows]), quality=90)
     return report

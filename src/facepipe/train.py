@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from . import media
+from . import figures, media
 from .errors import FacepipeError
 from .fsutil import atomic_path, write_bytes, write_json
 from .input_pipeline import BatchStream, center_faces, load_dataset
@@ -180,6 +180,9 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
             writer = csv.writer(f)
             writer.writerow(["step", "loss_a", "loss_b"])
             writer.writerows(history)
+    with atomic_path(out_dir / "loss.png") as tmp:
+        media.write_image(tmp, figures.loss_plot([h[0] for h in history], {
+            f"loss {people[0]} (A)": [h[1] for h in history], f"loss {people[1]} (B)": [h[2] for h in history]}))
     model_info = {
         "people": {"a": people[0], "b": people[1]},
         "preset": settings["preset"],

@@ -38,11 +38,11 @@ wildcard_constraints:
 
 
 def all_targets():
-    targets = [f"results/reports/filter/{person}.json" for person in PLAN.person_sources]
-    targets += [f"results/models/{pair}/weights.msgpack" for pair in config["pairs"]]
+    targets = [f"results/reports/filter/{person}.{ext}" for person in PLAN.person_sources for ext in ("json", "jpg")]
+    targets += [f"results/models/{pair}/{name}" for pair in config["pairs"] for name in ("weights.msgpack", "loss.png")]
     targets += [f"results/swaps/{swap}.mp4" for swap in config["swaps"]]
-    targets += [f"results/metrics/pairs/{pair}.json" for pair in config["pairs"]]
-    targets += [f"results/metrics/swaps/{swap}.json" for swap in config["swaps"]]
+    targets += [f"results/metrics/{kind}/{name}.{ext}" for kind, names in (("pairs", config["pairs"]), ("swaps", config["swaps"]))
+                for name in names for ext in ("json", "html", "jpg")]
     return targets
 
 

@@ -2,7 +2,19 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        "results/metrics/{target}.json",
+        metrics="results/metrics/{target}.json",
+        table=report(
+            "results/metrics/{target}.html",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+            labels={"target": "{target}", "figure": "metrics"},
+        ),
+        strip=report(
+            "results/metrics/{target}.jpg",
+            caption="../report/strip.rst",
+            category="Evaluation",
+            labels={"target": "{target}", "figure": "before / after"},
+        ),
     params:
         settings=PARAMS["evaluate"],
         args=evaluate_args,
@@ -14,4 +26,5 @@ rule evaluate:
         "logs/benchmarks/evaluate/{target}.tsv"
     threads: 2
     shell:
-        "facepipe evaluate {params.args} --out {output:q} 2>&1 | tee {log:q}"
+        "facepipe evaluate {params.args} --out {output.metrics:q} --table {output.table:q}"
+        " --strip {output.strip:q} 2>&1 | tee {log:q}"

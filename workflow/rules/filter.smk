@@ -5,6 +5,12 @@ rule filter:
     output:
         dataset=directory("results/datasets/{person}"),
         report="results/reports/filter/{person}.json",
+        sheet=report(
+            "results/reports/filter/{person}.jpg",
+            caption="../report/filter.rst",
+            category="People",
+            labels={"person": "{person}", "figure": "kept and dropped faces"},
+        ),
     params:
         settings=PARAMS["filter"],
         reference=reference_args,
@@ -15,4 +21,5 @@ rule filter:
     threads: 1
     shell:
         "facepipe filter --person {wildcards.person} --faces {input.faces:q} {params.reference}"
-        " --out {output.dataset:q} --report {output.report:q} 2>&1 | tee {log:q}"
+        " --out {output.dataset:q} --report {output.report:q}"
+        " --sheet {output.sheet:q} 2>&1 | tee {log:q}"

@@ -5,7 +5,18 @@ rule train:
     output:
         weights="results/models/{pair}/weights.msgpack",
         model="results/models/{pair}/model.json",
-        preview="results/models/{pair}/preview.png",
+        preview=report(
+            "results/models/{pair}/preview.png",
+            caption="../report/preview.rst",
+            category="Pairs",
+            labels={"pair": "{pair}", "figure": "preview grid"},
+        ),
+        loss_plot=report(
+            "results/models/{pair}/loss.png",
+            caption="../report/loss.rst",
+            category="Pairs",
+            labels={"pair": "{pair}", "figure": "training loss"},
+        ),
         loss="results/models/{pair}/loss.csv",
         metrics="results/models/{pair}/metrics.json",
     params:
