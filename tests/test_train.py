@@ -1,0 +1,53 @@
+"""Training never loses progress: resume after kill -9, and more steps continue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import yaml
+
+from conftest import BIN, ROOT, env, run
+
+
+def _params(tmp_path, steps: int):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(preset="tiny", steps=steps, batch_size=8, learning_rate=5e-4, save_every=10,
+                           preview_every=1000, seed=3)
+    path = tmp_path / f"params_{steps}.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _train(built, tmp_path, name, steps):
+    return [str(BIN / "facepipe"), "train", "--params", str(_params(tmp_path, steps)),
+            "--a", str(built / "results/datasets/woman_a"), "--b", str(built / "results/datasets/woman_b"),
+            "--out", str(tmp_path / name / "model"), "--checkpoints", str(tmp_path / name / "ckpt")]
+
+
+def test_kill_9_then_resume_is_bit_identical(built, tmp_path):
+    run(_train(built, tmp_path, "straight", 60), tmp_path)
+    proc = subprocess.Popen(_train(built, tmp_path, "killed", 60), cwd=tmp_path, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (tmp_path / "killed/ckpt/steps/20").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before its second checkpoint"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed/model/weights.msgpack").exists()
+    resumed = run(_train(built, tmp_path, "killed", 60), tmp_path)
+    assert "resuming from step" in resumed.stdout + resumed.stderr
+    assert (tmp_path / "killed/model/weights.msgpack").read_bytes() == \
+        (tmp_path / "straight/model/weights.msgpack").read_bytes()
+
+
+def test_more_steps_continue_from_the_checkpoint(built, tmp_path):
+    run(_train(built, tmp_path, "grow", 30), tmp_path)
+    more = run(_train(built, tmp_path, "grow", 60), tmp_path)
+    assert "resuming from step 30 of 60" in more.stdout + more.stderr
+    run(_train(built, tmp_path, "straight", 60), tmp_path)
+    assert (tmp_path / "grow/model/weights.msgpack").read_bytes() == \
+        (tmp_path / "straight/model/weights.msgpack").read_bytes()
