@@ -76,3 +76,25 @@ def test_snakemake_lint_is_clean():
 def test_committed_dvc_yaml_is_generated_from_the_snakefile():
     """dvc.yaml must not drift from the workflow: it is what `facepipe dvc-yaml` writes."""
     assert (ROOT / "dvc.yaml").read_text() == dvcstages.render([])
+
+
+def test_training_losses_are_zero_only_for_identical_images():
+    import jax.numpy as jnp
+
+    from facepipe.train import image_loss
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(size=(2, 64, 64, 3)), jnp.float32)
+    y = jnp.asarray(np.clip(np.asarray(x) + rng.normal(0, 0.1, x.shape), 0, 1), jnp.float32)
+    for kind in ("mae", "ssim-mse"):
+        assert float(image_loss(x, x, kind)) < 1e-5
+        assert float(image_loss(x, y, kind)) > 0.02
+
+
+@pytest.mark.parametrize("preset, side", [("original-lowmem", 64), ("original-128", 128), ("tiny", 64)])
+def test_presets_build_and_keep_the_resolution(preset, side):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    model = FaceSwapModel(ModelSettings.from_preset(preset), rngs=nnx.Rngs(0))
+    assert model(jnp.zeros((1, side, side, 3)), "b").shape == (1, side, side, 3)

@@ -11,10 +11,18 @@ import numpy as np
 from flax import nnx, serialization, traverse_util
 
 PRESETS = {
-    # The 2017 model: 64 px, encoder 128/256/512/1024, Dense 1024.
-    "original": dict(resolution=64, encoder_widths=(128, 256, 512, 1024), latent=1024, decoder_widths=(256, 128, 64)),
+    # The 2017 model: 64 px, encoder 128/256/512/1024, Dense 1024, Dense 4x4x1024.
+    "original": dict(resolution=64, encoder_widths=(128, 256, 512, 1024), latent=1024, dense_side=4,
+                     dense_channels=1024, decoder_widths=(256, 128, 64)),
+    # faceswap's Original "lowmem": no 1024 conv, Dense 512.
+    "original-lowmem": dict(resolution=64, encoder_widths=(128, 256, 512), latent=512, dense_side=4,
+                            dense_channels=1024, decoder_widths=(256, 128, 64)),
+    # The same design at 128 px: the dense block works on 8x8 (Dense 8x8x512).
+    "original-128": dict(resolution=128, encoder_widths=(128, 256, 512, 1024), latent=1024, dense_side=8,
+                         dense_channels=512, decoder_widths=(256, 128, 64)),
     # Same shape of network, a few hundred times cheaper: for tests and quick looks.
-    "tiny": dict(resolution=64, encoder_widths=(16, 32, 64, 128), latent=128, decoder_widths=(64, 32, 16)),
+    "tiny": dict(resolution=64, encoder_widths=(16, 32, 64, 128), latent=128, dense_side=4, dense_channels=128,
+                 decoder_widths=(64, 32, 16)),
 }
 
 glorot = nnx.initializers.glorot_uniform()  # Keras' default, as in the original
@@ -25,6 +33,8 @@ class ModelSettings:
     resolution: int
     encoder_widths: tuple[int, ...]
     latent: int
+    dense_side: int  # the Dense block's output is reshaped to dense_side x dense_side x dense_channels
+    dense_channels: int
     decoder_widths: tuple[int, ...]
 
     @classmethod
@@ -32,8 +42,8 @@ class ModelSettings:
         return cls(**PRESETS[name])
 
     @property
-    def bottleneck(self) -> int:
-        """Side of the encoder's last feature map (4 at 64 px)."""
+    def conv_side(self) -> int:
+        """Side of the last conv's feature map (4 at 64 px)."""
         return self.resolution // 2 ** len(self.encoder_widths)
 
     def to_json(self) -> dict:
@@ -41,7 +51,8 @@ class ModelSettings:
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelSettings":
-        return cls(data["resolution"], tuple(data["encoder_widths"]), data["latent"], tuple(data["decoder_widths"]))
+        return cls(data["resolution"], tuple(data["encoder_widths"]), data["latent"], data["dense_side"],
+                   data["dense_channels"], tuple(data["decoder_widths"]))
 
 
 def pixel_shuffle(x: jax.Array, r: int = 2) -> jax.Array:
@@ -69,12 +80,12 @@ class Encoder(nnx.Module):
             nnx.Conv(cin, cout, (5, 5), strides=2, padding="SAME", kernel_init=glorot, rngs=rngs)
             for cin, cout in zip(widths[:-1], widths[1:])
         ])
-        last = s.encoder_widths[-1]
-        flat = s.bottleneck * s.bottleneck * last
-        self.dense_in = nnx.Linear(flat, s.latent, kernel_init=glorot, rngs=rngs)
-        self.dense_out = nnx.Linear(s.latent, flat, kernel_init=glorot, rngs=rngs)
-        self.upscale = Upscale(last, last // 2, rngs=rngs)
-        self.side, self.channels = s.bottleneck, last
+        flat_in = s.conv_side * s.conv_side * s.encoder_widths[-1]
+        flat_out = s.dense_side * s.dense_side * s.dense_channels
+        self.dense_in = nnx.Linear(flat_in, s.latent, kernel_init=glorot, rngs=rngs)
+        self.dense_out = nnx.Linear(s.latent, flat_out, kernel_init=glorot, rngs=rngs)
+        self.upscale = Upscale(s.dense_channels, s.dense_channels // 2, rngs=rngs)
+        self.side, self.channels = s.dense_side, s.dense_channels
 
     def __call__(self, x):
         for conv in self.convs:
@@ -86,7 +97,7 @@ class Encoder(nnx.Module):
 
 class Decoder(nnx.Module):
     def __init__(self, s: ModelSettings, *, rngs: nnx.Rngs):
-        widths = (s.encoder_widths[-1] // 2,) + tuple(s.decoder_widths)
+        widths = (s.dense_channels // 2,) + tuple(s.decoder_widths)
         self.upscales = nnx.List([Upscale(cin, cout, rngs=rngs) for cin, cout in zip(widths[:-1], widths[1:])])
         self.out = nnx.Conv(widths[-1], 3, (5, 5), padding="SAME", kernel_init=glorot, rngs=rngs)
 

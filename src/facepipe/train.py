@@ -1,6 +1,6 @@
 """train: fit one shared encoder and a decoder per person on their aligned faces.
 
-MAE loss on warped inputs, optax Adam(b1=0.5, b2=0.999) as the original; orbax
+MAE loss (or SSIM + MSE) on warped inputs, optax Adam(b1=0.5, b2=0.999) as the original; orbax
 checkpoints every `train.save_every` steps (and on Ctrl-C) so a rerun resumes; writes
 the weights (msgpack), the settings that shaped them, a preview grid, the loss history
 (a DVC plot) and final metrics."""
@@ -40,13 +40,37 @@ def build(settings: dict) -> tuple[FaceSwapModel, nnx.Optimizer]:
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-@nnx.jit
-def train_step(model: FaceSwapModel, optimizer: nnx.Optimizer, warped_a, target_a, warped_b, target_b):
+def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean structural similarity of NHWC images in [0, 1] (Gaussian window 11, sigma 1.5)."""
+    taps = jnp.exp(-((jnp.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
+    window = jnp.outer(taps, taps) / taps.sum() ** 2
+    channels = x.shape[-1]
+    kernel = jnp.tile(window[:, :, None, None], (1, 1, 1, channels))
+
+    def blur(a):
+        return jax.lax.conv_general_dilated(a, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=channels)
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    return jnp.mean(((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2)))
+
+
+def image_loss(pred: jax.Array, target: jax.Array, kind: str) -> jax.Array:
+    """`mae` (the original) or `ssim-mse`: (1 - SSIM) / 2 plus the mean squared error."""
+    if kind == "mae":
+        return jnp.mean(jnp.abs(pred - target))
+    return (1 - ssim(pred, target)) / 2 + jnp.mean((pred - target) ** 2)
+
+
+@nnx.jit(static_argnames="loss")
+def train_step(model: FaceSwapModel, optimizer: nnx.Optimizer, warped_a, target_a, warped_b, target_b, loss: str):
     """One Adam step on both people: the shared encoder learns from both decoders."""
 
     def loss_fn(model):
-        loss_a = jnp.mean(jnp.abs(model(warped_a, "a") - target_a))
-        loss_b = jnp.mean(jnp.abs(model(warped_b, "b") - target_b))
+        loss_a = image_loss(model(warped_a, "a"), target_a, loss)
+        loss_b = image_loss(model(warped_b, "b"), target_b, loss)
         return loss_a + loss_b, (loss_a, loss_b)
 
     (_, (loss_a, loss_b)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -149,7 +173,7 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
     try:
         while step < settings["steps"]:
             (rng_states["rng_a"], (wa, ta)), (rng_states["rng_b"], (wb, tb)) = streams[0].next(), streams[1].next()
-            loss_a, loss_b = train_step(model, optimizer, wa, ta, wb, tb)
+            loss_a, loss_b = train_step(model, optimizer, wa, ta, wb, tb, settings["loss"])
             step += 1
             if step % log_every == 0 or step == settings["steps"]:
                 history.append([step, round(float(loss_a), 6), round(float(loss_b), 6)])
