@@ -51,3 +51,17 @@ def test_more_steps_continue_from_the_checkpoint(built, tmp_path):
     run(_train(built, tmp_path, "straight", 60), tmp_path)
     assert (tmp_path / "grow/model/weights.msgpack").read_bytes() == \
         (tmp_path / "straight/model/weights.msgpack").read_bytes()
+
+
+def test_fewer_faces_than_the_batch_is_a_one_line_error(built, tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(preset="tiny", batch_size=512)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    proc = run([str(BIN / "facepipe"), "train", "--params", str(path), "--a", str(built / "results/datasets/woman_a"),
+                "--b", str(built / "results/datasets/woman_b"), "--out", str(tmp_path / "m"),
+                "--checkpoints", str(tmp_path / "c")], tmp_path, check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("facepipe train: error:") and "fewer than train.batch_size=512" in last
+    assert "results/datasets/woman_a" in last and not (tmp_path / "m").exists()
