@@ -65,3 +65,16 @@ def test_fewer_faces_than_the_batch_is_a_one_line_error(built, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("facepipe train: error:") and "fewer than train.batch_size=512" in last
     assert "results/datasets/woman_a" in last and not (tmp_path / "m").exists()
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(built, tmp_path):
+    run(_train(built, tmp_path, "c", 20), tmp_path)
+    latest = tmp_path / "c/ckpt/steps/20"
+    for f in (latest / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 100:
+            f.write_bytes(b"\0" * 10)
+    proc = run(_train(built, tmp_path, "c", 30), tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "steps/20 is unreadable" in out and "resuming from step 10 of 30" in out
+    assert (tmp_path / "c/model/weights.msgpack").is_file()
+    assert sorted(int(p.name) for p in (tmp_path / "c/ckpt/steps").iterdir() if p.name.isdigit()) == [20, 30]

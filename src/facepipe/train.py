@@ -124,16 +124,26 @@ class Checkpoints:
         self.manager.wait_until_finished()
 
     def restore_latest(self, model, optimizer) -> dict | None:
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        state = nnx.state((model, optimizer))
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                      meta=ocp.args.JsonRestore()))
-        nnx.replace_by_pure_dict(state, restored.state)
-        nnx.update((model, optimizer), state)
-        return restored.meta
+        """The newest readable checkpoint; a damaged one (a crash mid-copy, a bad disk)
+        falls back to the one before it."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for step in steps:
+            state = nnx.state((model, optimizer))
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            except Exception as exc:  # orbax raises many types for unreadable data
+                print(f"train: checkpoint {self.directory}/steps/{step} is unreadable "
+                      f"({type(exc).__name__}); removing it and trying the one before")
+                self.manager.delete(step)
+                continue
+            nnx.replace_by_pure_dict(state, restored.state)
+            nnx.update((model, optimizer), state)
+            return restored.meta
+        if steps:
+            raise FacepipeError(f"train: no readable checkpoint in {self.directory}; delete that folder to start over")
+        return None
 
 
 def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, checkpoint_dir: str | Path,
