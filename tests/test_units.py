@@ -73,8 +73,9 @@ def test_snakemake_lint_is_clean():
     assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
-def test_committed_dvc_yaml_is_generated_from_the_snakefile():
+def test_committed_dvc_yaml_is_generated_from_the_snakefile(monkeypatch):
     """dvc.yaml must not drift from the workflow: it is what `facepipe dvc-yaml` writes."""
+    monkeypatch.chdir(ROOT)
     assert (ROOT / "dvc.yaml").read_text() == dvcstages.render([])
 
 
