@@ -42,10 +42,7 @@ def check_schema(data: dict, name: str, filename: str) -> None:
     if error is None:
         return
     message = error.message
-    if error.validator == "propertyNames" or (error.validator == "pattern" and error.parent is None
-                                               and error.path and error.schema_path[-2] == "propertyNames"):
-        message = f"{error.instance!r} is not a valid name: use letters, digits, '_' and '-' only"
-    elif error.validator == "pattern" and "A-Za-z0-9" in str(error.validator_value):
+    if error.validator == "pattern":  # the only patterns are the name rule's
         message = f"{error.instance!r} is not a valid name: use letters, digits, '_' and '-' only"
     raise FacepipeError(f"{filename}: {_location(error)}: {message}")
 
@@ -79,8 +76,3 @@ def check_params(params: dict, filename: str = "params.yaml") -> dict:
 
 def load_params(path: str | Path = "params.yaml") -> dict:
     return check_params(load_yaml(path), str(path))
-
-
-def stage_params(path: str | Path, stage: str) -> dict:
-    """The one section of params.yaml that `stage` reads."""
-    return load_params(path)[stage]
