@@ -6,7 +6,7 @@ import subprocess
 
 import yaml
 
-from conftest import BIN, copy_project, make_project, pair_config, snakemake
+from conftest import copy_project, make_project, pair_config, snakemake
 from facepipe.media import FFMPEG
 
 

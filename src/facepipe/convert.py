@@ -21,6 +21,7 @@ from tqdm import tqdm
 from . import align, media
 from .errors import FacepipeError
 from .fsutil import write_json
+from .input_pipeline import center_faces
 from .models import FaceSwapModel, ModelSettings, load_weights
 
 CHUNK_FRAMES = 16
@@ -143,7 +144,6 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     swapper = Swapper(model, target_side, settings["batch_size"])
     resolution, coverage = info["model"]["resolution"], info["coverage"]
     crop_size = alignments["crop_size"]
-    pad = int(round(crop_size * (1 - coverage) / 2))
     tags = media.SYNTHETIC_TAGS if settings["tag_synthetic"] else {}
     frames = media.read_frames(video, index["start"] or None, index["duration"])
     swapped_faces = 0
@@ -161,11 +161,9 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
             if not chunk:
                 break
             jobs = [(i, face) for i in range(len(chunk)) for face in by_frame.get(done + i, [])]
-            crops = [cv2.resize(cv2.warpAffine(chunk[i], np.asarray(face["matrix"]), (crop_size, crop_size),
-                                               borderMode=cv2.BORDER_REPLICATE)[pad:crop_size - pad, pad:crop_size - pad],
-                                (resolution, resolution), interpolation=cv2.INTER_AREA)
-                     for i, face in jobs]
-            outputs = swapper(np.stack(crops).astype(np.float32) / 255.0) if crops else []
+            crops = [cv2.warpAffine(chunk[i], np.asarray(face["matrix"]), (crop_size, crop_size),
+                                    borderMode=cv2.BORDER_REPLICATE) for i, face in jobs]
+            outputs = swapper(center_faces(np.stack(crops), resolution, coverage)) if crops else []
             for (i, face), out in zip(jobs, outputs):
                 composite(chunk[i], face, out, crop_size, coverage, settings)
             for frame in chunk:

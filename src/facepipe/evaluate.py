@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
@@ -22,21 +21,9 @@ from .convert import load_model
 from .fsutil import atomic_path, write_json
 from .input_pipeline import center_faces, load_dataset
 from .models import FaceSwapModel, ModelSettings
-from .train import reconstruct
+from .train import reconstruct, ssim
 
 BATCH = 16
-
-
-def ssim(x: np.ndarray, y: np.ndarray) -> float:
-    """Mean structural similarity of two float images in [0, 1] (Gaussian window 11, 1.5)."""
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-
-    def blur(a):
-        return cv2.GaussianBlur(a, (11, 11), 1.5)
-
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    return float((((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))).mean())
 
 
 def _rebuild(model: FaceSwapModel, faces: np.ndarray, side: str) -> np.ndarray:
@@ -57,7 +44,7 @@ def evaluate_pair(model_dir: str | Path, dataset_a: str | Path, dataset_b: str |
             "person": info["people"][side],
             "held_out_faces": len(faces),
             "mae": round(float(np.abs(rebuilt - faces).mean()), 5),
-            "ssim": round(float(np.mean([ssim(f, r) for f, r in zip(faces, rebuilt)])), 4),
+            "ssim": round(float(ssim(faces, rebuilt)), 4),
             "untrained_mae": round(float(np.abs(baseline - faces).mean()), 5),
         }
     return result, stills
