@@ -21,6 +21,7 @@ def test_umeyama_recovers_a_similarity():
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     dst = scale * src @ rot.T + shift
     t = align.umeyama(src, dst)
+    np.testing.assert_allclose(t[2], [0, 0, 1])
     np.testing.assert_allclose(t[:2, :2], scale * rot, atol=1e-9)
     np.testing.assert_allclose(t[:2, 2], shift, atol=1e-9)
 

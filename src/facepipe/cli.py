@@ -38,14 +38,14 @@ def cmd_frames(args):
 def cmd_detect(args):
     from . import detect
 
-    detect.run(args.frames, args.out, _settings(args, "detect"))
+    detect.run(args.frames, args.out, _settings(args, "detect"), args.threads)
 
 
 def cmd_filter(args):
     from . import filter as face_filter
 
     face_filter.run(args.person, args.faces, args.out, args.report, _settings(args, "filter"), args.reference,
-                    args.sheet)
+                    args.sheet, args.threads)
 
 
 def cmd_train(args):
@@ -57,7 +57,8 @@ def cmd_train(args):
 def cmd_convert(args):
     from . import convert
 
-    convert.run(args.frames, args.faces, args.model, args.out, args.swap_from, _settings(args, "convert"), args.report)
+    convert.run(args.frames, args.faces, args.model, args.out, args.swap_from, args.source_dataset,
+                _settings(args, "convert"), args.report, args.threads)
 
 
 def cmd_evaluate(args):
@@ -67,7 +68,7 @@ def cmd_evaluate(args):
         evaluate.run_pair(args.model, args.a, args.b, args.out, args.table, args.strip)
     else:
         evaluate.run_swap(args.video, args.frames, args.faces, args.source, args.target_dataset, args.out,
-                          _settings(args, "evaluate"), args.table, args.strip)
+                          _settings(args, "evaluate"), args.table, args.strip, args.swap_report)
 
 
 def _snakemake_args(args) -> list[str]:
@@ -109,9 +110,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--start", type=float, help="seconds; overrides frames.start")
     s.add_argument("--duration", type=float, help="seconds; overrides frames.duration")
 
-    s = stage("detect", cmd_detect, "detect, landmark and align every face of a clip")
+    s = stage("detect", cmd_detect, "detect, track, landmark and align every face of a clip")
     s.add_argument("--frames", required=True, help="frames stage folder")
     s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=2, help="pipeline workers (default 2)")
 
     s = stage("filter", cmd_filter, "keep one person's good faces as a dataset")
     s.add_argument("--person", required=True)
@@ -120,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="dataset folder")
     s.add_argument("--report", required=True, help="JSON report of kept and dropped faces")
     s.add_argument("--sheet", help="contact sheet image of kept and dropped faces")
+    s.add_argument("--threads", type=int, default=2, help="processes computing identity embeddings (default 2)")
 
     s = stage("train", cmd_train, "train the shared encoder and both decoders")
     s.add_argument("--a", required=True, help="dataset folder of person A")
@@ -133,8 +136,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--faces", required=True, help="detect stage folder of the swap clip")
     s.add_argument("--model", required=True, help="train stage folder")
     s.add_argument("--from", dest="swap_from", required=True, help="the person shown in the video")
+    s.add_argument("--source-dataset", required=True, help="filter stage folder of that person (their identity)")
     s.add_argument("--out", required=True, help="output video (.mp4)")
     s.add_argument("--report", help="JSON summary of the swap")
+    s.add_argument("--threads", type=int, default=2, help="processes checking identities (default 2)")
 
     s = stage("evaluate", cmd_evaluate, "measure a trained pair or a rendered swap")
     targets = s.add_subparsers(dest="target", required=True)
@@ -147,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--strip", help="image: held-out faces above their reconstructions")
     t = targets.add_parser("swap", help="identity transfer, flicker and background metrics")
     t.add_argument("--video", required=True, help="the swapped video")
+    t.add_argument("--swap-report", help="convert's JSON summary: score only the faces it swapped")
     t.add_argument("--frames", required=True, help="frames stage folder of the swap clip")
     t.add_argument("--faces", required=True, help="detect stage folder of the swap clip")
     t.add_argument("--source", required=True, help="dataset folder of the person in the video")

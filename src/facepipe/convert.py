@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from . import align, media
+from . import align, identity, media
 from .errors import FacepipeError
 from .fsutil import write_json
 from .input_pipeline import center_faces
@@ -121,8 +121,37 @@ def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int
     frame[y0:y1, x0:x1] = np.clip(roi * (1 - mask_roi) + new_roi * mask_roi, 0, 255).round().astype(np.uint8)
 
 
+def source_faces(faces_dir: Path, alignments: dict, source_dataset: Path, person: str, settings: dict,
+                 workers: int) -> list[dict]:
+    """The faces of the clip that are the source person (all of them when
+    `convert.max_distance` is null): each track is checked against the person's mean
+    embedding from their dataset, at faces sampled every `convert.identity_interval` s."""
+    if settings["max_distance"] is None:
+        return alignments["faces"]
+    index_file = source_dataset / "faces.json"
+    if not index_file.is_file():
+        raise FacepipeError(f"{source_dataset}: no faces.json; run the filter stage for {person} first")
+    mean = json.loads(index_file.read_text())["identity"]["embedding"]
+    if mean is None:
+        raise FacepipeError(f"{index_file}: no identity embedding for {person}; rerun the filter stage")
+    face_list = alignments["faces"]
+    fps = float(Fraction(alignments["fps"])) if alignments["fps"] else None
+    samples = identity.sample(face_list, fps, settings["identity_interval"])
+    embeddings = identity.embed(faces_dir, [face_list[i] for i in samples], workers)
+    distances = identity.distances_to(face_list, samples, embeddings, np.asarray(mean))
+    chosen = [face for face, d in zip(face_list, distances) if d is not None and d <= settings["max_distance"]]
+    if not chosen:
+        nearest = min(d for d in distances if d is not None)
+        raise FacepipeError(f"convert: none of the {len(face_list)} faces in {alignments['source']} within the swap's "
+                            f"range looks like {person} (nearest identity distance {nearest:.2f} > "
+                            f"convert.max_distance {settings['max_distance']}); check the swap's 'from', or raise "
+                            "convert.max_distance (null swaps every face)")
+    return chosen
+
+
 def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, out_video: str | Path,
-        swap_from: str, settings: dict, report_path: str | Path | None = None) -> dict:
+        swap_from: str, source_dataset: str | Path, settings: dict, report_path: str | Path | None = None,
+        workers: int = 2) -> dict:
     index = json.loads((Path(frames_dir) / "frames.json").read_text())
     alignments = json.loads((Path(faces_dir) / "alignments.json").read_text())
     model, info = load_model(model_dir)
@@ -134,8 +163,9 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     if not alignments["faces"]:
         raise FacepipeError(f"convert: no faces in {alignments['source']} within the swap's range "
                             f"({alignments['frame_count']} frames looked at); choose another start/duration")
+    chosen = source_faces(Path(faces_dir), alignments, Path(source_dataset), swap_from, settings, workers)
     by_frame: dict[int, list[dict]] = {}
-    for face in alignments["faces"]:
+    for face in chosen:
         by_frame.setdefault(face["frame"], []).append(face)
 
     video = media.probe(index["video"])
@@ -175,7 +205,9 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
         if done != count:
             raise FacepipeError(f"convert: {index['video']} gave {done} frames, the clip's frames stage saw {count}")
     report = {"frames": count, "fps": index["fps"], "frames_with_faces": len(by_frame),
-              "faces_swapped": swapped_faces, "target": people[target_side], "synthetic_tag": bool(tags)}
+              "faces_swapped": swapped_faces, "faces_left": len(alignments["faces"]) - len(chosen),
+              "swapped_tracks": sorted({face["track"] for face in chosen}),
+              "source": swap_from, "target": people[target_side], "synthetic_tag": bool(tags)}
     if report_path:
         write_json(report_path, report)
     return report

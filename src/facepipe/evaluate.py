@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from . import figures, media
+from . import faces, figures, media
 from .convert import load_model
+from .errors import FacepipeError
 from .fsutil import atomic_path, write_json
 from .input_pipeline import center_faces, load_dataset
 from .models import FaceSwapModel, ModelSettings
@@ -55,8 +57,12 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def mean_embedding(dataset_dir: str | Path) -> np.ndarray:
-    faces = json.loads((Path(dataset_dir) / "faces.json").read_text())["faces"]
-    return np.mean([face["embedding"] for face in faces], axis=0)
+    """The person's mean identity embedding, as the filter stage measured it."""
+    index_file = Path(dataset_dir) / "faces.json"
+    embedding = json.loads(index_file.read_text())["identity"]["embedding"]
+    if embedding is None:
+        raise FacepipeError(f"{index_file}: no identity embedding; rerun the filter stage")
+    return np.asarray(embedding)
 
 
 def _iou(a, b) -> float:
@@ -74,17 +80,23 @@ def _box_mask(shape, boxes, grow: float = 0.0) -> np.ndarray:
     return mask
 
 
-def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Path, source_dataset: str | Path,
-                  target_dataset: str | Path, settings: dict) -> dict:
-    from .detect import FaceAnalyzer
+def _faces_with_identity(detector: faces.Detector, embedder: faces.Embedder, rgb: np.ndarray) -> list[dict]:
+    found = faces.find_faces(detector, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return [{"box": face.box, "embedding": embedder(rgb, face.landmarks)} for face in found]
 
+
+def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Path, source_dataset: str | Path,
+                  target_dataset: str | Path, settings: dict, swapped_tracks: set[int] | None = None) -> dict:
+    """Scores the faces of `swapped_tracks` (all faces when None); every other pixel,
+    other people's faces included, counts as background."""
     index = json.loads((Path(frames_dir) / "frames.json").read_text())
     alignments = json.loads((Path(faces_dir) / "alignments.json").read_text())
     boxes: dict[int, list] = {}
     for face in alignments["faces"]:
-        boxes.setdefault(face["frame"], []).append(face["box"])
+        if swapped_tracks is None or face["track"] in swapped_tracks:
+            boxes.setdefault(face["frame"], []).append(face["box"])
     source_mean, target_mean = mean_embedding(source_dataset), mean_embedding(target_dataset)
-    analyzer = FaceAnalyzer(min_score=0.5)
+    detector, embedder = faces.Detector(0.5), faces.Embedder()
     inputs = media.read_frames(media.probe(index["video"]), index["start"] or None, index["duration"])
     output_info = media.probe(video)
     to_source, to_target, stills, frames_scored = [], [], [], 0
@@ -96,10 +108,10 @@ def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Pa
         if i in still_at:
             stills.append((original, swapped))
         frame_boxes = boxes.get(i, [])
-        faces = analyzer.analyze(swapped, analyzer.detect([swapped])[0]) if frame_boxes else []
+        found = _faces_with_identity(detector, embedder, swapped) if frame_boxes else []
         scored_before = len(to_source)
         for box in frame_boxes:
-            match = max(faces, key=lambda f: _iou(f["box"], box), default=None)
+            match = max(found, key=lambda f: _iou(f["box"], box), default=None)
             if match is not None and _iou(match["box"], box) > 0.3:
                 embedding = np.asarray(match["embedding"])
                 to_source.append(float(np.linalg.norm(embedding - source_mean)))
@@ -156,8 +168,10 @@ def run_pair(model_dir, dataset_a, dataset_b, out, table=None, strip=None) -> di
 
 
 def run_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, out, settings, table=None,
-             strip=None) -> dict:
-    result, stills = evaluate_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, settings)
+             strip=None, swap_report=None) -> dict:
+    swapped_tracks = set(json.loads(Path(swap_report).read_text())["swapped_tracks"]) if swap_report else None
+    result, stills = evaluate_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, settings,
+                                   swapped_tracks)
     write_json(out, result)
     _write_table(table, f"Swap metrics: {Path(video).stem}", list(result.items()))
     _write_strip(strip, stills)

@@ -51,7 +51,7 @@ def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], thumb=64, per_row=12
     width = per_row * thumb
     for title, images in rows:
         header = np.full((22, width, 3), 255, np.uint8)
-        _text(header, f"{title} ({len(images)})", (4, 16))
+        _text(header, title, (4, 16))
         blocks.append(header)
         shown = images[:per_row * 2]
         if not shown:

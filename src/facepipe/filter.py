@@ -1,27 +1,41 @@
 """filter: keep the good faces of the right person as a training dataset.
 
-Drops, in this order, faces whose detection score is under `filter.min_score`, whose
-box is smaller than `filter.min_size` px, whose aligned crop is blurred (variance of
-the Laplacian under `filter.min_sharpness`), and, when the person has a `reference`
-photo, faces farther than `filter.max_distance` from it in dlib's embedding space.
-A share `filter.holdout` of the kept faces is marked held out (never trained on, used by
-evaluate). Writes the dataset folder (`faces/`, `faces.json` with each face's split and
-identity embedding) and a JSON report of counts."""
+Each face of the person's clips is judged in turn; the first reason that applies drops
+it, and every reason is counted in the report and shown on the contact sheet:
+
+- `score`: RetinaFace confidence under `filter.min_score`;
+- `size`: box side under `filter.min_size` px;
+- `blur`: variance of the Laplacian of the aligned crop under `filter.min_sharpness`;
+- `pose`: head turned more than `filter.max_yaw` degrees (read off the landmarks);
+- `identity`: not the person. With a `reference` photo, faces farther than
+  `filter.max_distance` from it (dlib embedding); without one, the faces are clustered
+  by embedding and the cluster seen in the most frames is kept;
+- `duplicate`: nearly the same picture as the last kept face of its track (mean
+  difference of small grey thumbnails under `filter.min_difference`), which adds
+  nothing to training.
+
+Identity is judged per track from faces sampled every `filter.identity_interval`
+seconds (see identity.py). A share `filter.holdout` of the kept faces is held out from
+training for evaluate. Writes the dataset folder (`faces/`, `faces.json`: each face's
+split and track, and the person's mean embedding), a JSON report and a contact sheet."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from . import figures, media
+from . import align, faces, figures, identity, media
+from .detect import open_crops, read_crop
 from .errors import FacepipeError
 from .fsutil import atomic_dir, atomic_path, write_json
 
-REASONS = ("score", "size", "blur", "identity")
+REASONS = ("score", "size", "blur", "pose", "identity", "duplicate")
+SHEET_FACES = 24  # thumbnails per contact sheet row group
 
 
 def is_holdout(name: str, share: float) -> bool:
@@ -30,67 +44,175 @@ def is_holdout(name: str, share: float) -> bool:
     return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) % 10_000 < share * 10_000
 
 
-def reference_embedding(photo: str | Path) -> np.ndarray:
-    from .detect import FaceAnalyzer
+def sharpness(crop: np.ndarray) -> float:
+    """Variance of the Laplacian over the central face region: low means blurred."""
+    size = crop.shape[0]
+    pad = int(align.PADDING_FRACTION * size)
+    gray = cv2.cvtColor(crop[pad:size - pad, pad:size - pad], cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
 
-    face = FaceAnalyzer(min_score=0.5).largest_face(media.read_image(photo))
-    if face is None:
-        raise FacepipeError(f"filter: reference photo {photo} shows no face; give a clear photo of this person")
-    return np.asarray(face["embedding"])
+
+def thumbnail(crop: np.ndarray) -> np.ndarray:
+    """32x32 grey image of the central face region, values in [0, 1]."""
+    size = crop.shape[0]
+    pad = int(align.PADDING_FRACTION * size)
+    gray = cv2.cvtColor(crop[pad:size - pad, pad:size - pad], cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
 
 
-def drop_reason(face: dict, settings: dict, reference: np.ndarray | None) -> str | None:
-    x0, y0, x1, y1 = face["box"]
-    if face["score"] < settings["min_score"]:
-        return "score"
-    if min(x1 - x0, y1 - y0) < settings["min_size"]:
-        return "size"
-    if face["sharpness"] < settings["min_sharpness"]:
-        return "blur"
-    if reference is not None and np.linalg.norm(np.asarray(face["embedding"]) - reference) > settings["max_distance"]:
-        return "identity"
-    return None
+def yaw(face: dict, crop_size: int) -> float:
+    return faces.head_pose(identity.crop_points(face), crop_size, crop_size)[0]
+
+
+class _Clip:
+    """One detect output of the person: its faces, each tagged with a track key that is
+    unique across the person's clips."""
+
+    def __init__(self, number: int, faces_dir: Path):
+        self.dir = faces_dir
+        alignments_file = faces_dir / "alignments.json"
+        if not alignments_file.is_file():
+            raise FacepipeError(f"{faces_dir}: no alignments.json; run the detect stage first")
+        self.alignments = json.loads(alignments_file.read_text())
+        if self.alignments.get("version") != 2:
+            raise FacepipeError(f"{alignments_file}: made by an older facepipe; rerun the detect stage")
+        fps = self.alignments["fps"]
+        self.fps = float(Fraction(fps)) if fps else None
+        self.faces = [dict(face, track=(number, face["track"]), clip=faces_dir.name) for face in self.alignments["faces"]]
+        self.crops = open_crops(faces_dir)
 
 
 def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_path: str | Path,
-        settings: dict, reference: str | None = None, sheet_path: str | Path | None = None) -> dict:
-    ref = reference_embedding(reference) if reference else None
+        settings: dict, reference: str | None = None, sheet_path: str | Path | None = None,
+        workers: int = 2) -> dict:
+    ref = identity.reference_embedding(reference) if reference else None
+    clips = [_Clip(n, Path(d)) for n, d in enumerate(faces_dirs)]
+    reasons: dict[int, dict] = {}  # id(face) -> reason, for the faces dropped so far
+    samples_shown: dict[str, list[np.ndarray]] = {reason: [] for reason in ("kept",) + REASONS}
+
+    def drop(face, reason, crop=None):
+        reasons[id(face)] = reason
+        if len(samples_shown[reason]) < SHEET_FACES:
+            samples_shown[reason].append(crop if crop is not None else read_crop(face["_clip"].crops, face["crop"]))
+
+    # Quality: score, size, blur, pose.
+    survivors: list[dict] = []
+    for clip in clips:
+        crop_size = clip.alignments["crop_size"]
+        for face in clip.faces:
+            face["_clip"] = clip
+            x0, y0, x1, y1 = face["box"]
+            if face["score"] < settings["min_score"]:
+                drop(face, "score")
+                continue
+            if min(x1 - x0, y1 - y0) < settings["min_size"]:
+                drop(face, "size")
+                continue
+            crop = read_crop(clip.crops, face["crop"])
+            face["_thumb"] = thumbnail(crop)
+            if sharpness(crop) < settings["min_sharpness"]:
+                drop(face, "blur", crop)
+            elif abs(yaw(face, crop_size)) > settings["max_yaw"]:
+                drop(face, "pose", crop)
+            else:
+                survivors.append(face)
+
+    # Identity, from embeddings of faces sampled along each track.
+    picked, blocks = [], []
+    for clip in clips:
+        members = [i for i, face in enumerate(survivors) if face["_clip"] is clip]
+        chosen = [members[i] for i in identity.sample([survivors[i] for i in members], clip.fps,
+                                                       settings["identity_interval"])]
+        picked += chosen
+        blocks.append(identity.embed(clip.dir, [survivors[i] for i in chosen], workers))
+    embeddings = np.concatenate(blocks)
+    identity_report: dict = {"samples": len(picked)}
+    if ref is not None:
+        distances = identity.distances_to(survivors, picked, embeddings, ref) if picked else []
+        same = [d is not None and d <= settings["max_distance"] for d in distances]
+        identity_report.update(mode="reference", max_distance=settings["max_distance"],
+                               nearest_distance=round(min((d for d in distances if d is not None), default=float("nan")), 4))
+    elif picked:
+        labels = identity.clusters_of(survivors, picked, embeddings, settings["max_distance"])
+        counts: dict[int, dict] = {}
+        for face, label in zip(survivors, labels):
+            info = counts.setdefault(label, {"faces": 0, "frames": set()})
+            info["faces"] += 1
+            info["frames"].add((face["clip"], face["frame"]))
+        ranked = sorted(counts, key=lambda c: (-len(counts[c]["frames"]), -counts[c]["faces"], c))
+        kept_label = ranked[0]
+        same = [label == kept_label for label in labels]
+        identity_report.update(mode="clusters", max_distance=settings["max_distance"], kept_cluster=1, clusters=[
+            {"cluster": rank + 1, "faces": counts[c]["faces"], "frames": len(counts[c]["frames"]), "kept": c == kept_label}
+            for rank, c in enumerate(ranked)])
+    else:
+        same = []
+        identity_report.update(mode="clusters", clusters=[])
+
+    kept, last_thumb = [], {}
+    for face, is_person in zip(survivors, same):
+        if not is_person:
+            drop(face, "identity")
+            continue
+        previous = last_thumb.get(face["track"])
+        if previous is not None and np.abs(face["_thumb"] - previous).mean() < settings["min_difference"]:
+            drop(face, "duplicate")
+            continue
+        last_thumb[face["track"]] = face["_thumb"]
+        kept.append(face)
+
+    mean_embedding = None
+    if kept:
+        kept_ids = {id(face) for face in kept}
+        person_rows = [row for row, i in enumerate(picked) if id(survivors[i]) in kept_ids]
+        if person_rows:
+            mean_embedding = embeddings[person_rows].mean(0)
+
+    per_source = {}
+    for clip in clips:
+        stats = {"source": clip.alignments["source"], "frames": clip.alignments["frame_count"],
+                 "faces": len(clip.faces), "tracks": len(clip.alignments["tracks"]), "kept": 0}
+        per_source[clip.dir.name] = stats
     dropped = {reason: 0 for reason in REASONS}
-    per_source, kept = {}, []
-    samples: dict[str, list[Path]] = {"kept": [], **{reason: [] for reason in REASONS}}
+    for reason in reasons.values():
+        dropped[reason] += 1
+    if not kept:
+        found = "; ".join(f"{s['source']}: {s['faces']} faces in {s['frames']} frames" for s in per_source.values())
+        lost = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"
+        raise FacepipeError(f"filter: person {person!r} has no usable faces ({found}; dropped: {lost}); "
+                            "use sources that show this person's face or relax the filter section of params.yaml")
+
     with atomic_dir(out_dir) as tmp:
         (tmp / "faces").mkdir()
-        for faces_dir in map(Path, faces_dirs):
-            alignments = json.loads((faces_dir / "alignments.json").read_text())
-            stats = {"source": alignments["source"], "frames": alignments["frame_count"],
-                     "faces": len(alignments["faces"]), "kept": 0}
-            per_source[faces_dir.name] = stats
-            for face in alignments["faces"]:
-                reason = drop_reason(face, settings, ref)
-                samples[reason or "kept"].append(faces_dir / face["crop"])
-                if reason:
-                    dropped[reason] += 1
-                    continue
-                name = f"faces/{faces_dir.name}_{face['frame']:06d}_{face['face']}.jpg"
-                shutil.copyfile(faces_dir / face["crop"], tmp / name)
-                kept.append({"file": name, "clip": faces_dir.name, "frame": face["frame"], "face": face["face"],
-                             "split": "holdout" if is_holdout(name, settings["holdout"]) else "train",
-                             "embedding": face["embedding"]})
-                stats["kept"] += 1
-        if not kept:
-            found = "; ".join(f"{s['source']}: {s['faces']} faces in {s['frames']} frames" for s in per_source.values())
-            lost = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"
-            raise FacepipeError(f"filter: person {person!r} has no usable faces ({found}; dropped: {lost}); "
-                                "use sources that show this person's face or relax the filter section of params.yaml")
-        if len(kept) > 1 and all(f["split"] == "holdout" for f in kept):
-            kept[0]["split"] = "train"
-        (tmp / "faces.json").write_text(json.dumps({"person": person, "faces": kept}, indent=1) + "\n")
-    report = {"person": person, "reference": reference, "found": sum(s["faces"] for s in per_source.values()),
-              "kept": len(kept), "held_out": sum(f["split"] == "holdout" for f in kept), "dropped": dropped, "sources": per_source}
+        records = []
+        for face in kept:
+            clip = face["_clip"]
+            name = f"faces/{clip.dir.name}_{face['frame']:06d}_{face['face']}.jpg"
+            (tmp / name).write_bytes(clip.crops.read(face["crop"]))
+            records.append({"file": name, "clip": clip.dir.name, "frame": face["frame"], "face": face["face"],
+                            "track": face["track"][1],
+                            "split": "holdout" if is_holdout(name, settings["holdout"]) else "train"})
+            per_source[clip.dir.name]["kept"] += 1
+            if len(samples_shown["kept"]) < SHEET_FACES:
+                samples_shown["kept"].append(read_crop(clip.crops, face["crop"]))
+        if len(records) > 1 and all(r["split"] == "holdout" for r in records):
+            records[0]["split"] = "train"
+        index = {"person": person, "faces": records,
+                 "identity": {"embedding": None if mean_embedding is None else mean_embedding.round(5).tolist(),
+                              "samples": len(picked)}}
+        (tmp / "faces.json").write_text(json.dumps(index, indent=1) + "\n")
+    for clip in clips:
+        clip.crops.close()
+
+    report = {"person": person, "reference": reference, "found": sum(len(c.faces) for c in clips),
+              "kept": len(kept), "held_out": sum(r["split"] == "holdout" for r in records), "dropped": dropped,
+              "identity": identity_report, "sources": per_source}
     write_json(report_path, report)
     if sheet_path:
-        rows = [(f"{person}: kept", samples["kept"])] + [(f"dropped: {r}", samples[r]) for r in REASONS]
-        with atomic_path(sheet_path) as tmp:
-            media.write_image(tmp, figures.contact_sheet(
-                [(title, [media.read_image(p) for p in paths[:24]]) for title, paths in rows]), quality=90)
+        rows = [(f"{person}: kept ({len(kept)} faces)", samples_shown["kept"])]
+        rows += [(f"dropped: {reason} ({dropped[reason]} faces)", samples_shown[reason]) for reason in REASONS]
+        with atomic_path(sheet_path) as tmp_sheet:
+            media.write_image(tmp_sheet, figures.contact_sheet(rows), quality=90)
+    print(f"filter: {person}: kept {len(kept)} of {report['found']} faces; dropped "
+          + ", ".join(f"{reason} {count}" for reason, count in dropped.items()))
     return report

@@ -47,14 +47,19 @@ def run(download_dir: str | Path, out_dir: str | Path, *, fps: float | None, sta
             video = media.probe(path)
             rate = video.fps if fps is None else Fraction(fps).limit_denominator(1001)
             expected = (duration or max(video.duration - (start or 0), 0)) * float(rate)
-            for frame in tqdm(media.read_frames(video, start, duration, None if fps is None else rate),
+            problems: list[str] = []
+            for frame in tqdm(media.read_frames(video, start, duration, None if fps is None else rate, problems),
                               total=round(expected) or None, desc=f"frames {Path(out_dir).name}", unit="frame"):
                 files.append(f"frame_{len(files):06d}.jpg")
                 media.write_image(tmp / files[-1], frame, jpeg_quality)
+            if problems:
+                print(f"frames: warning: {info['source']} is damaged: the decoder reported {len(problems)} errors "
+                      f"(first: {problems[0].split('] ', 1)[-1]}); all {len(files)} frames were kept, damaged ones "
+                      "as far as the decoder could repair them, and detect skips what shows no face")
             index = {"source": info["source"], "kind": "video", "video": str(path),
                      "fps": f"{rate.numerator}/{rate.denominator}", "source_fps": video.fps_text,
                      "start": start or 0.0, "duration": duration, "width": video.width, "height": video.height,
-                     "has_audio": video.has_audio}
+                     "has_audio": video.has_audio, "decode_errors": len(problems)}
             if not files:
                 raise FacepipeError(f"frames: {info['source']}: no frames from {start or 0:g} s for "
                                     f"{duration if duration else 'the rest'} s (the video is {video.duration:g} s long); "

@@ -95,8 +95,11 @@ def _trimmed_input(path: str, start: float | None, duration: float | None):
 
 
 def read_frames(info: VideoInfo, start: float | None = None, duration: float | None = None,
-                fps: float | Fraction | None = None) -> Iterator[np.ndarray]:
-    """Decode RGB frames of `info.path`, optionally trimmed and resampled to `fps`."""
+                fps: float | Fraction | None = None, problems: list[str] | None = None) -> Iterator[np.ndarray]:
+    """Decode RGB frames of `info.path`, optionally trimmed and resampled to `fps`.
+
+    Damaged data that ffmpeg can conceal does not stop decoding (the timeline, and so
+    the sync with the audio, stays whole); its error messages go to `problems`."""
     stream = _trimmed_input(info.path, start, duration).video
     if fps is not None:
         stream = stream.filter("fps", fps=str(fps))
@@ -120,6 +123,8 @@ def read_frames(info: VideoInfo, start: float | None = None, duration: float | N
         proc.stderr.close()
         if proc.wait() != 0 and complete and err:
             raise FacepipeError(f"{info.path}: ffmpeg could not decode it ({err.splitlines()[-1]})")
+        if problems is not None and err:
+            problems += err.splitlines()
 
 
 class VideoWriter:

@@ -133,6 +133,10 @@ def swap_from(wildcards):
     return PLAN.swap(wildcards.swap)["from"]
 
 
+def swap_source_dataset(wildcards):
+    return f"results/datasets/{swap_from(wildcards)}"
+
+
 # evaluate
 def evaluate_inputs(wildcards):
     kind, name = wildcards.target.split("/")
@@ -143,7 +147,8 @@ def evaluate_inputs(wildcards):
     swap = PLAN.swap(name)
     pair = PLAN.pair(swap["pair"])
     target = pair["b"] if swap["from"] == pair["a"] else pair["a"]
-    return {"video": f"results/swaps/{name}.mp4", "frames": f"results/frames/swaps/{name}",
+    return {"video": f"results/swaps/{name}.mp4", "swap_report": f"results/swaps/{name}.json",
+            "frames": f"results/frames/swaps/{name}",
             "faces": f"results/faces/swaps/{name}", "source": f"results/datasets/{swap['from']}",
             "target": f"results/datasets/{target}"}
 
@@ -153,8 +158,8 @@ def evaluate_args(wildcards):
     paths = evaluate_inputs(wildcards)
     if kind == "pairs":
         return shlex.join(["pair", "--model", f"results/models/{name}", "--a", paths["a"], "--b", paths["b"]])
-    return shlex.join(["swap"] + [arg for key in ("video", "frames", "faces", "source", "target")
-                                  for arg in (f"--{key}", paths[key])])
+    return shlex.join(["swap"] + [arg for key in ("video", "swap_report", "frames", "faces", "source", "target")
+                                  for arg in (f"--{key.replace('_', '-')}", paths[key])])
 
 
 # versioning

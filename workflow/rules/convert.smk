@@ -4,6 +4,7 @@ rule convert:
         video=swap_download,
         frames="results/frames/swaps/{swap}",
         faces="results/faces/swaps/{swap}",
+        source=swap_source_dataset,
     output:
         video="results/swaps/{swap}.mp4",
         report="results/swaps/{swap}.json",
@@ -22,4 +23,5 @@ rule convert:
         mem_mb=4000,
     shell:
         "facepipe convert --frames {input.frames:q} --faces {input.faces:q} --model {params.model:q}"
-        " --from {params.source} --out {output.video:q} --report {output.report:q} 2>&1 | tee {log:q}"
+        " --from {params.source} --source-dataset {input.source:q} --out {output.video:q}"
+        " --report {output.report:q} --threads {threads} 2>&1 | tee {log:q}"

@@ -15,4 +15,4 @@ rule detect:
     resources:
         mem_mb=2000,
     shell:
-        "facepipe detect --frames {input:q} --out {output:q} 2>&1 | tee {log:q}"
+        "facepipe detect --frames {input:q} --out {output:q} --threads {threads} 2>&1 | tee {log:q}"

@@ -18,8 +18,8 @@ rule filter:
         "../envs/facepipe.yaml"
     log:
         "logs/filter/{person}.log",
-    threads: 1
+    threads: 2
     shell:
         "facepipe filter --person {wildcards.person} --faces {input.faces:q} {params.reference}"
         " --out {output.dataset:q} --report {output.report:q}"
-        " --sheet {output.sheet:q} 2>&1 | tee {log:q}"
+        " --sheet {output.sheet:q} --threads {threads} 2>&1 | tee {log:q}"
