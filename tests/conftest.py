@@ -62,8 +62,9 @@ def make_project(path: Path, config: dict, params: dict | None = None) -> Path:
     shutil.copytree(ROOT / "workflow", path / "workflow")
     shutil.copy(ROOT / ".gitignore", path)
     settings = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for stage, values in {**TINY_PARAMS, **(params or {})}.items():
-        settings[stage].update(values)
+    for overrides in (TINY_PARAMS, params or {}):
+        for stage, values in overrides.items():
+            settings[stage].update(values)
     (path / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     (path / "config").mkdir(exist_ok=True)
     (path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

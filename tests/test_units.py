@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import BIN, ROOT, run
-from facepipe import align, dvcstages
+from facepipe import align, dvcstages, faces, identity, tracking
 from facepipe.config import check_config, check_params
 from facepipe.errors import FacepipeError
 from facepipe.models import FaceSwapModel, ModelSettings, count_params, pixel_shuffle
@@ -100,3 +100,57 @@ def test_presets_build_and_keep_the_resolution(preset, side):
 
     model = FaceSwapModel(ModelSettings.from_preset(preset), rngs=nnx.Rngs(0))
     assert model(jnp.zeros((1, side, side, 3)), "b").shape == (1, side, side, 3)
+
+
+def _head_landmarks(yaw: float, focal: float = 256) -> np.ndarray:
+    """68 landmarks (only the six the pose uses are set) of the generic head turned by `yaw`."""
+    turn = np.radians(yaw)
+    rotation = np.array([[np.cos(turn), 0, np.sin(turn)], [0, 1, 0], [-np.sin(turn), 0, np.cos(turn)]])
+    points = faces.HEAD_MODEL @ rotation.T * [1, -1, -1] + [0, 0, 1000]  # camera: y down, z forward
+    landmarks = np.zeros((68, 2))
+    landmarks[faces.HEAD_POINTS] = points[:, :2] / points[:, 2:] * focal + 128
+    return landmarks
+
+
+@pytest.mark.parametrize("yaw", [-40, -10, 0, 25, 60])
+def test_head_pose_reads_the_yaw_off_the_landmarks(yaw):
+    landmarks = _head_landmarks(yaw)
+    measured, pitch = faces.head_pose(landmarks, 256, 256)
+    assert abs(measured - yaw) < 1 and abs(pitch) < 1
+    nose_offset = landmarks[30, 0] - (landmarks[36, 0] + landmarks[45, 0]) / 2
+    assert np.sign(nose_offset) == np.sign(yaw)  # positive: the nose points to the image's right
+
+
+def test_tracks_survive_short_gaps_and_end_at_cuts():
+    tracker = tracking.Tracker(max_gap=2)
+    left, right = np.array([10.0, 10, 60, 60]), np.array([200.0, 10, 250, 60])
+    first = tracker.assign(0, [left, right])
+    assert tracker.assign(1, [right + 3, left + 3]) == first[::-1]  # order in the frame does not matter
+    assert tracker.assign(2, [left + 6]) == first[:1]  # the right face missed in this frame
+    assert tracker.assign(4, [left + 9, right + 6]) == first  # ... and back within max_gap
+    assert tracker.assign(7, [left + 9])[0] == first[0]  # two frames missed: still the same
+    assert tracker.assign(9, [right + 6])[0] not in first  # gone too long: a new track
+    tracker.cut()
+    assert tracker.assign(10, [left + 9])[0] not in first  # a shot cut ends every track
+
+
+def test_smoothing_fits_quadratic_motion_exactly_and_damps_noise():
+    offsets = tuple(range(-9, 10))
+    weights = tracking.smoothing_weights(offsets, 3.0)
+    t = np.array(offsets, float)
+    for path in (np.full_like(t, 7.0), 3 * t + 1, 0.5 * t ** 2 - t + 2):
+        assert abs(weights @ path - path[9]) < 1e-9
+    assert np.sum(weights ** 2) < 0.25  # white noise variance cut by more than 4x
+
+
+def test_identity_is_judged_per_track_from_its_samples():
+    faces_ = [{"track": 0, "frame": f} for f in range(10)] + [{"track": 1, "frame": f} for f in range(10)]
+    samples = identity.sample(faces_, fps=10, interval=0.3)
+    assert [faces_[i]["frame"] for i in samples] == [0, 3, 6, 9, 0, 3, 6, 9]
+    embeddings = np.zeros((8, 128))
+    embeddings[2, 0] = 0.9  # one bad embedding on track 0
+    embeddings[4:, 0] = 0.8  # track 1 is someone else
+    distances = identity.distances_to(faces_, samples, embeddings, np.zeros(128))
+    assert distances[:10] == [0.0] * 10 and distances[10:] == [0.8] * 10
+    labels = identity.clusters_of(faces_, samples, embeddings, max_distance=0.5)
+    assert len(set(labels[:10])) == 1 and len(set(labels[10:])) == 1 and labels[0] != labels[10]

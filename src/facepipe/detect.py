@@ -159,6 +159,7 @@ class _Extraction:
     """The main process's side of the pipeline: tracks, smoothing, alignment, records."""
 
     def __init__(self, index: dict, settings: dict, out: Path):
+        self.last_frame = len(index["files"]) - 1
         self.crop_size = settings["crop_size"]
         is_video = index["kind"] == "video"
         self.fps = float(Fraction(index["fps"])) if is_video else None
@@ -245,7 +246,6 @@ def run(frames_dir: str | Path, out_dir: str | Path, settings: dict, threads: in
     try:
         with atomic_dir(out_dir) as tmp:
             extraction = _Extraction(index, settings, tmp)
-            extraction.last_frame = len(files) - 1
             analysed, encoded = {}, {}
             sent = next_analysed = next_written = 0
             progress = tqdm(total=len(files), desc=f"detect {frames_dir.name}", unit="frame")

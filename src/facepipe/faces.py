@@ -28,10 +28,6 @@ class Face:
     score: float
     landmarks: np.ndarray  # (68, 2) frame pixels
 
-    @property
-    def size(self) -> float:
-        return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
-
 
 def _dlib_model(name: str) -> str:
     # Locate the weights without importing face_recognition_models (it needs pkg_resources).
@@ -116,8 +112,8 @@ def find_faces(detector: Detector, bgr: np.ndarray) -> list[Face]:
 
 
 def head_pose(points: np.ndarray, width: int, height: int) -> tuple[float, float]:
-    """Yaw and pitch in degrees from 68 landmarks (0 = facing the camera; yaw > 0 turned
-    to the image's right)."""
+    """Yaw and pitch in degrees from 68 landmarks (0 = facing the camera; yaw > 0: the
+    nose points to the image's right)."""
     focal = float(max(width, height))
     camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], np.float64)
     ok, rvec, _ = cv2.solvePnP(HEAD_MODEL, np.asarray(points, np.float64)[HEAD_POINTS], camera, None,
@@ -127,7 +123,7 @@ def head_pose(points: np.ndarray, width: int, height: int) -> tuple[float, float
     rotation, _ = cv2.Rodrigues(rvec)
     # The head model's y axis points up and the image's down: undo that flip first.
     rotation = rotation @ np.diag([1.0, -1.0, -1.0])
-    yaw = np.degrees(np.arcsin(np.clip(-rotation[2, 0], -1, 1)))
+    yaw = np.degrees(np.arcsin(np.clip(rotation[2, 0], -1, 1)))
     pitch = np.degrees(np.arctan2(rotation[2, 1], rotation[2, 2]))
     return float(yaw), float(pitch)
 

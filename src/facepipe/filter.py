@@ -78,29 +78,23 @@ class _Clip:
             raise FacepipeError(f"{alignments_file}: made by an older facepipe; rerun the detect stage")
         fps = self.alignments["fps"]
         self.fps = float(Fraction(fps)) if fps else None
-        self.faces = [dict(face, track=(number, face["track"]), clip=faces_dir.name) for face in self.alignments["faces"]]
+        self.faces = [dict(face, track=(number, face["track"]), clip=faces_dir.name, _clip=self)
+                      for face in self.alignments["faces"]]
         self.crops = open_crops(faces_dir)
 
 
-def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_path: str | Path,
-        settings: dict, reference: str | None = None, sheet_path: str | Path | None = None,
-        workers: int = 2) -> dict:
-    ref = identity.reference_embedding(reference) if reference else None
-    clips = [_Clip(n, Path(d)) for n, d in enumerate(faces_dirs)]
-    reasons: dict[int, dict] = {}  # id(face) -> reason, for the faces dropped so far
-    samples_shown: dict[str, list[np.ndarray]] = {reason: [] for reason in ("kept",) + REASONS}
+def _spread_out(face_list: list[dict]) -> list[np.ndarray]:
+    """Crops of up to SHEET_FACES faces, evenly spread over the list (so over the clips)."""
+    picks = np.linspace(0, len(face_list) - 1, min(len(face_list), SHEET_FACES)).round().astype(int)
+    return [read_crop(face_list[i]["_clip"].crops, face_list[i]["crop"]) for i in sorted(set(picks.tolist()))]
 
-    def drop(face, reason, crop=None):
-        reasons[id(face)] = reason
-        if len(samples_shown[reason]) < SHEET_FACES:
-            samples_shown[reason].append(crop if crop is not None else read_crop(face["_clip"].crops, face["crop"]))
 
-    # Quality: score, size, blur, pose.
-    survivors: list[dict] = []
+def _judge_quality(clips: list[_Clip], settings: dict, drop) -> list[dict]:
+    """Drops faces for score, size, blur and pose; returns the others."""
+    survivors = []
     for clip in clips:
         crop_size = clip.alignments["crop_size"]
         for face in clip.faces:
-            face["_clip"] = clip
             x0, y0, x1, y1 = face["box"]
             if face["score"] < settings["min_score"]:
                 drop(face, "score")
@@ -111,14 +105,18 @@ def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_p
             crop = read_crop(clip.crops, face["crop"])
             face["_thumb"] = thumbnail(crop)
             if sharpness(crop) < settings["min_sharpness"]:
-                drop(face, "blur", crop)
+                drop(face, "blur")
             elif abs(yaw(face, crop_size)) > settings["max_yaw"]:
-                drop(face, "pose", crop)
+                drop(face, "pose")
             else:
                 survivors.append(face)
+    return survivors
 
-    # Identity, from embeddings of faces sampled along each track.
-    picked, blocks = [], []
+
+def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: dict, reference: np.ndarray | None,
+                    workers: int) -> tuple[list[bool], np.ndarray | None, dict]:
+    """Whether each survivor is the person, the person's mean embedding, and the report."""
+    picked, blocks = [], [np.zeros((0, 128), np.float32)]
     for clip in clips:
         members = [i for i, face in enumerate(survivors) if face["_clip"] is clip]
         chosen = [members[i] for i in identity.sample([survivors[i] for i in members], clip.fps,
@@ -126,62 +124,32 @@ def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_p
         picked += chosen
         blocks.append(identity.embed(clip.dir, [survivors[i] for i in chosen], workers))
     embeddings = np.concatenate(blocks)
-    identity_report: dict = {"samples": len(picked)}
-    if ref is not None:
-        distances = identity.distances_to(survivors, picked, embeddings, ref) if picked else []
+    report: dict = {"samples": len(picked), "max_distance": settings["max_distance"]}
+    if not picked:
+        report["mode"] = "reference" if reference is not None else "clusters"
+        return [], None, report
+    if reference is not None:
+        distances = identity.distances_to(survivors, picked, embeddings, reference)
         same = [d is not None and d <= settings["max_distance"] for d in distances]
-        identity_report.update(mode="reference", max_distance=settings["max_distance"],
-                               nearest_distance=round(min((d for d in distances if d is not None), default=float("nan")), 4))
-    elif picked:
+        report.update(mode="reference", nearest_distance=round(min(d for d in distances if d is not None), 4))
+    else:
         labels = identity.clusters_of(survivors, picked, embeddings, settings["max_distance"])
-        counts: dict[int, dict] = {}
+        sizes: dict[int, dict] = {}
         for face, label in zip(survivors, labels):
-            info = counts.setdefault(label, {"faces": 0, "frames": set()})
+            info = sizes.setdefault(label, {"faces": 0, "frames": set()})
             info["faces"] += 1
             info["frames"].add((face["clip"], face["frame"]))
-        ranked = sorted(counts, key=lambda c: (-len(counts[c]["frames"]), -counts[c]["faces"], c))
-        kept_label = ranked[0]
-        same = [label == kept_label for label in labels]
-        identity_report.update(mode="clusters", max_distance=settings["max_distance"], kept_cluster=1, clusters=[
-            {"cluster": rank + 1, "faces": counts[c]["faces"], "frames": len(counts[c]["frames"]), "kept": c == kept_label}
+        # The person is the one seen in the most frames.
+        ranked = sorted(sizes, key=lambda c: (-len(sizes[c]["frames"]), -sizes[c]["faces"], c))
+        same = [label == ranked[0] for label in labels]
+        report.update(mode="clusters", kept_cluster=1, clusters=[
+            {"cluster": rank + 1, "faces": sizes[c]["faces"], "frames": len(sizes[c]["frames"]), "kept": rank == 0}
             for rank, c in enumerate(ranked)])
-    else:
-        same = []
-        identity_report.update(mode="clusters", clusters=[])
+    person_rows = [row for row, i in enumerate(picked) if same[i]]
+    return same, embeddings[person_rows].mean(0) if person_rows else None, report
 
-    kept, last_thumb = [], {}
-    for face, is_person in zip(survivors, same):
-        if not is_person:
-            drop(face, "identity")
-            continue
-        previous = last_thumb.get(face["track"])
-        if previous is not None and np.abs(face["_thumb"] - previous).mean() < settings["min_difference"]:
-            drop(face, "duplicate")
-            continue
-        last_thumb[face["track"]] = face["_thumb"]
-        kept.append(face)
 
-    mean_embedding = None
-    if kept:
-        kept_ids = {id(face) for face in kept}
-        person_rows = [row for row, i in enumerate(picked) if id(survivors[i]) in kept_ids]
-        if person_rows:
-            mean_embedding = embeddings[person_rows].mean(0)
-
-    per_source = {}
-    for clip in clips:
-        stats = {"source": clip.alignments["source"], "frames": clip.alignments["frame_count"],
-                 "faces": len(clip.faces), "tracks": len(clip.alignments["tracks"]), "kept": 0}
-        per_source[clip.dir.name] = stats
-    dropped = {reason: 0 for reason in REASONS}
-    for reason in reasons.values():
-        dropped[reason] += 1
-    if not kept:
-        found = "; ".join(f"{s['source']}: {s['faces']} faces in {s['frames']} frames" for s in per_source.values())
-        lost = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"
-        raise FacepipeError(f"filter: person {person!r} has no usable faces ({found}; dropped: {lost}); "
-                            "use sources that show this person's face or relax the filter section of params.yaml")
-
+def _write_dataset(out_dir, person: str, kept: list[dict], mean_embedding, samples: int, settings: dict) -> list[dict]:
     with atomic_dir(out_dir) as tmp:
         (tmp / "faces").mkdir()
         records = []
@@ -192,27 +160,59 @@ def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_p
             records.append({"file": name, "clip": clip.dir.name, "frame": face["frame"], "face": face["face"],
                             "track": face["track"][1],
                             "split": "holdout" if is_holdout(name, settings["holdout"]) else "train"})
-            per_source[clip.dir.name]["kept"] += 1
-            if len(samples_shown["kept"]) < SHEET_FACES:
-                samples_shown["kept"].append(read_crop(clip.crops, face["crop"]))
         if len(records) > 1 and all(r["split"] == "holdout" for r in records):
             records[0]["split"] = "train"
         index = {"person": person, "faces": records,
                  "identity": {"embedding": None if mean_embedding is None else mean_embedding.round(5).tolist(),
-                              "samples": len(picked)}}
+                              "samples": samples}}
         (tmp / "faces.json").write_text(json.dumps(index, indent=1) + "\n")
-    for clip in clips:
-        clip.crops.close()
+    return records
 
+
+def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_path: str | Path,
+        settings: dict, reference: str | None = None, sheet_path: str | Path | None = None,
+        workers: int = 2) -> dict:
+    reference_embedding = identity.reference_embedding(reference) if reference else None
+    clips = [_Clip(n, Path(d)) for n, d in enumerate(faces_dirs)]
+    shown: dict[str, list[dict]] = {reason: [] for reason in ("kept",) + REASONS}  # faces per sheet row
+
+    def drop(face, reason):
+        shown[reason].append(face)
+
+    survivors = _judge_quality(clips, settings, drop)
+    same, mean_embedding, identity_report = _judge_identity(clips, survivors, settings, reference_embedding, workers)
+    kept, last_thumb = shown["kept"], {}
+    for face, is_person in zip(survivors, same):
+        previous = last_thumb.get(face["track"])
+        if not is_person:
+            drop(face, "identity")
+        elif previous is not None and np.abs(face["_thumb"] - previous).mean() < settings["min_difference"]:
+            drop(face, "duplicate")
+        else:
+            last_thumb[face["track"]] = face["_thumb"]
+            kept.append(face)
+
+    dropped = {reason: len(shown[reason]) for reason in REASONS}
+    per_source = {clip.dir.name: {"source": clip.alignments["source"], "frames": clip.alignments["frame_count"],
+                                  "faces": len(clip.faces), "tracks": len(clip.alignments["tracks"]),
+                                  "kept": sum(face["_clip"] is clip for face in kept)} for clip in clips}
+    if not kept:
+        found = "; ".join(f"{s['source']}: {s['faces']} faces in {s['frames']} frames" for s in per_source.values())
+        lost = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"
+        raise FacepipeError(f"filter: person {person!r} has no usable faces ({found}; dropped: {lost}); "
+                            "use sources that show this person's face or relax the filter section of params.yaml")
+    records = _write_dataset(out_dir, person, kept, mean_embedding, identity_report["samples"], settings)
     report = {"person": person, "reference": reference, "found": sum(len(c.faces) for c in clips),
               "kept": len(kept), "held_out": sum(r["split"] == "holdout" for r in records), "dropped": dropped,
               "identity": identity_report, "sources": per_source}
     write_json(report_path, report)
     if sheet_path:
-        rows = [(f"{person}: kept ({len(kept)} faces)", samples_shown["kept"])]
-        rows += [(f"dropped: {reason} ({dropped[reason]} faces)", samples_shown[reason]) for reason in REASONS]
+        rows = [(f"{person}: kept ({len(kept)} faces)", _spread_out(kept))]
+        rows += [(f"dropped: {reason} ({dropped[reason]} faces)", _spread_out(shown[reason])) for reason in REASONS]
         with atomic_path(sheet_path) as tmp_sheet:
             media.write_image(tmp_sheet, figures.contact_sheet(rows), quality=90)
+    for clip in clips:
+        clip.crops.close()
     print(f"filter: {person}: kept {len(kept)} of {report['found']} faces; dropped "
           + ", ".join(f"{reason} {count}" for reason, count in dropped.items()))
     return report

@@ -93,7 +93,8 @@ def reference_embedding(photo: str | Path) -> np.ndarray:
 
 
 def neighbourhood(face_list: list[dict], samples: list[int]) -> dict[int, list[int]]:
-    """For each sample: itself and the samples just before and after it on its track."""
+    """For each sample: three consecutive samples of its track around it (itself and
+    its two neighbours; the first or last three at the ends of the track)."""
     by_track: dict[int, list[int]] = {}
     for position, i in enumerate(samples):
         by_track.setdefault(face_list[i]["track"], []).append(position)
@@ -101,7 +102,8 @@ def neighbourhood(face_list: list[dict], samples: list[int]) -> dict[int, list[i
     for positions in by_track.values():
         positions.sort(key=lambda p: face_list[samples[p]]["frame"])
         for k, p in enumerate(positions):
-            around[p] = positions[max(0, k - 1):k + 2]
+            start = max(0, min(k - 1, len(positions) - 3))
+            around[p] = positions[start:start + 3]
     return around
 
 
