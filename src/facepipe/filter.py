@@ -28,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from . import align, faces, figures, identity, media
 from .detect import open_crops, read_crop
@@ -94,7 +95,7 @@ def _judge_quality(clips: list[_Clip], settings: dict, drop) -> list[dict]:
     survivors = []
     for clip in clips:
         crop_size = clip.alignments["crop_size"]
-        for face in clip.faces:
+        for face in tqdm(clip.faces, desc=f"quality {clip.dir.name}", unit="face"):
             x0, y0, x1, y1 = face["box"]
             if face["score"] < settings["min_score"]:
                 drop(face, "score")

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import align, faces, media
 from .errors import FacepipeError
@@ -64,6 +65,10 @@ def _embed_batch(crops_path: str, jobs: list[tuple[str, np.ndarray]]) -> np.ndar
         return np.stack([_embedder()(read_crop(crops, name), points) for name, points in jobs])
 
 
+def _embed_star(batch: tuple[str, list]) -> np.ndarray:
+    return _embed_batch(*batch)
+
+
 def embed(faces_dir: str | Path, face_list: list[dict], workers: int = 2) -> np.ndarray:
     """Embeddings (n, 128) of the given faces of one detect output, from their crops,
     in `workers` processes (dlib holds Python's lock, so threads would not help)."""
@@ -75,12 +80,20 @@ def embed(faces_dir: str | Path, face_list: list[dict], workers: int = 2) -> np.
     if not Path(crops_path).is_file():
         raise FacepipeError(f"{faces_dir}: no {CROPS}; run the detect stage again")
     jobs = [(face["crop"], crop_points(face)) for face in face_list]
-    batches = [jobs[i:i + BATCH] for i in range(0, len(jobs), BATCH)]
+    batches = [(crops_path, jobs[i:i + BATCH]) for i in range(0, len(jobs), BATCH)]
+    progress = tqdm(total=len(jobs), desc=f"identity {Path(faces_dir).name}", unit="face")
+    results = []
     if workers <= 1 or len(batches) == 1:
-        return np.concatenate([_embed_batch(crops_path, batch) for batch in batches])
-    context = multiprocessing.get_context("forkserver")
-    with context.Pool(min(workers, len(batches))) as pool:
-        return np.concatenate(pool.starmap(_embed_batch, [(crops_path, batch) for batch in batches]))
+        for batch in batches:
+            results.append(_embed_batch(*batch))
+            progress.update(len(batch[1]))
+    else:
+        with multiprocessing.get_context("forkserver").Pool(min(workers, len(batches))) as pool:
+            for result in pool.imap(_embed_star, batches):
+                results.append(result)
+                progress.update(len(result))
+    progress.close()
+    return np.concatenate(results)
 
 
 def reference_embedding(photo: str | Path) -> np.ndarray:
