@@ -83,3 +83,25 @@ def test_video_without_faces_says_how_many_and_where(built, tmp_path):
     assert "person 'nobody' has no usable faces" in lines[0]
     assert f"{empty}: 0 faces in 10 frames" in lines[0]
     assert (project / "results/models/wa_wb/weights.msgpack").is_file()
+
+
+def test_convert_refuses_a_model_trained_on_other_alignments(built, tmp_path):
+    import json
+
+    from conftest import BIN, ROOT, run
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("weights.msgpack", "model.json"):
+        (model / name).write_bytes((built / "results/models/wa_wb" / name).read_bytes())
+    info = json.loads((model / "model.json").read_text())
+    info["padding_fraction"] = 0.25
+    (model / "model.json").write_text(json.dumps(info))
+    out = tmp_path / "swap.mp4"
+    proc = run([str(BIN / "facepipe"), "convert", "--params", str(ROOT / "params.yaml"),
+                "--frames", "results/frames/swaps/wa_as_wb", "--faces", "results/faces/swaps/wa_as_wb",
+                "--model", str(model), "--from", "woman_a", "--source-dataset", "results/datasets/woman_a",
+                "--out", str(out)], built, check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith("facepipe convert: error:")
+    assert "margin of 0.25" in last and "0.1875" in last and not out.exists()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import yaml
 
 from conftest import BIN, ROOT, env, run
@@ -78,3 +79,39 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(built, tmp_path)
     assert "steps/20 is unreadable" in out and "resuming from step 10 of 30" in out
     assert (tmp_path / "c/model/weights.msgpack").is_file()
     assert sorted(int(p.name) for p in (tmp_path / "c/ckpt/steps").iterdir() if p.name.isdigit()) == [20, 30]
+
+
+def test_a_checkpoint_of_another_resolution_is_refused(built, tmp_path):
+    run(_train(built, tmp_path, "res", 10), tmp_path)
+    params = yaml.safe_load(_params(tmp_path, 20).read_text())
+    params["train"]["preset"] = "original-128"
+    path = tmp_path / "params_128.yaml"
+    path.write_text(yaml.safe_dump(params))
+    command = _train(built, tmp_path, "res", 20)
+    command[command.index("--params") + 1] = str(path)
+    proc = run(command, tmp_path, check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith("facepipe train: error:")
+    assert "holds a checkpoint of a 64 px tiny" in last and "asks for a 128 px original-128" in last
+    assert (tmp_path / "res/ckpt/steps/10").is_dir()  # nothing was deleted
+
+
+def test_an_unreadable_checkpoint_folder_is_a_one_line_error(built, tmp_path):
+    run(_train(built, tmp_path, "bad", 10), tmp_path)
+    (tmp_path / "bad/ckpt/run.json").write_text("{ not json")
+    proc = run(_train(built, tmp_path, "bad", 20), tmp_path, check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "run.json is missing or unreadable" in last and "delete that folder" in last
+
+
+def test_timelapse_and_previews_follow_training(built):
+    from facepipe.media import probe, read_frames
+
+    model = built / "results/models/wa_wb"
+    timelapse = list(read_frames(probe(model / "timelapse.mp4")))
+    assert len(timelapse) == 3  # previews at steps 100, 200 and 300
+    first, last = (frame.astype(float) for frame in (timelapse[0], timelapse[-1]))
+    assert np.abs(first - last).mean() > 3  # the reconstructions changed as the model learned
+    previews = sorted((built / "results/checkpoints/wa_wb/previews").glob("*.png"))
+    assert [p.stem for p in previews] == ["00000100", "00000200", "00000300"]
+    assert (model / "preview.png").read_bytes() != previews[0].read_bytes()

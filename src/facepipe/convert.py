@@ -19,6 +19,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from . import align, identity, media
+from .detect import ALIGNMENTS_VERSION
 from .errors import FacepipeError
 from .fsutil import write_json
 from .input_pipeline import center_faces
@@ -121,6 +122,18 @@ def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int
     frame[y0:y1, x0:x1] = np.clip(roi * (1 - mask_roi) + new_roi * mask_roi, 0, 255).round().astype(np.uint8)
 
 
+def check_model_fits(info: dict, alignments: dict, model_dir: Path, faces_dir: Path) -> None:
+    """The model can only draw faces aligned the way its training faces were."""
+    if alignments.get("version") != ALIGNMENTS_VERSION:
+        raise FacepipeError(f"convert: {faces_dir}/alignments.json was made by an older facepipe; rerun detect")
+    trained = info.get("padding_fraction")
+    here = alignments["padding"] / alignments["crop_size"]
+    if trained is None or abs(trained - here) > 1e-6:
+        raise FacepipeError(f"convert: {model_dir} learned faces with a margin of {trained} of the crop around the "
+                            f"mean face, but {faces_dir}/alignments.json has {here:g}; retrain the pair on faces from "
+                            "this facepipe, or redo detect with the version the model was trained with")
+
+
 def source_faces(faces_dir: Path, alignments: dict, source_dataset: Path, person: str, settings: dict,
                  workers: int) -> list[dict]:
     """The faces of the clip that are the source person (all of them when
@@ -155,6 +168,7 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     index = json.loads((Path(frames_dir) / "frames.json").read_text())
     alignments = json.loads((Path(faces_dir) / "alignments.json").read_text())
     model, info = load_model(model_dir)
+    check_model_fits(info, alignments, Path(model_dir), Path(faces_dir))
     people = info["people"]
     if swap_from not in people.values():
         raise FacepipeError(f"convert: model {model_dir} was trained on {people['a']} and {people['b']}, "

@@ -2,8 +2,9 @@
 
 MAE loss (or SSIM + MSE) on warped inputs, optax Adam(b1=0.5, b2=0.999) as the original; orbax
 checkpoints every `train.save_every` steps (and on Ctrl-C) so a rerun resumes; writes
-the weights (msgpack), the settings that shaped them, a preview grid, the loss history
-(a DVC plot) and final metrics."""
+the weights (msgpack), the settings that shaped them, a preview grid, a timelapse of the
+preview grids (every `train.preview_every` steps), the loss history (a DVC plot) and
+final metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hashlib
 import json
 import shutil
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -23,7 +25,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from . import figures, media
+from . import align, figures, media
 from .errors import FacepipeError
 from .fsutil import atomic_path, write_bytes, write_json
 from .input_pipeline import BatchStream, center_faces, load_dataset
@@ -32,6 +34,7 @@ from .models import FaceSwapModel, ModelSettings, count_params, weights_bytes
 # Settings that may change without invalidating a checkpoint: more steps continue it.
 RESUMABLE_KEYS = {"steps", "save_every", "preview_every"}
 PREVIEW_FACES = 4
+TIMELAPSE_FPS = 4  # preview grids per second of timelapse
 
 
 def build(settings: dict) -> tuple[FaceSwapModel, nnx.Optimizer]:
@@ -92,6 +95,19 @@ def preview_grid(model: FaceSwapModel, faces_a: np.ndarray, faces_b: np.ndarray)
     return cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
 
 
+def _describe(shape: dict) -> str:
+    return f"{shape['model']['resolution']} px {shape['preset']} (coverage {shape['coverage']})"
+
+
+def write_timelapse(target: Path, previews: list[Path]) -> None:
+    """The preview grids in step order as a video: the same faces, learned over time."""
+    first = media.read_image(previews[0])
+    height, width = first.shape[:2]
+    with media.VideoWriter(target, width, height, Fraction(TIMELAPSE_FPS), crf=20, tags=media.SYNTHETIC_TAGS) as video:
+        for path in previews:
+            video.write(media.read_image(path))
+
+
 def fingerprint(settings: dict, dataset_dirs: list[Path]) -> str:
     """Identity of a training run: the data and every setting that shapes the result."""
     h = hashlib.sha256()
@@ -105,14 +121,29 @@ class Checkpoints:
     """Orbax CheckpointManager over model + optimizer state, step, batch RNG states and
     loss history. Each save is atomic (orbax commits a step only when complete)."""
 
-    def __init__(self, directory: Path, run_id: str):
+    def __init__(self, directory: Path, run_id: str, shape: dict):
+        """`shape`: the settings that shape the network. A checkpoint of another shape is
+        refused (it cannot be continued, and deleting days of training is the user's
+        call); one of the same shape but other data or settings is replaced."""
         self.directory = directory.resolve()
         marker = self.directory / "run.json"
-        if self.directory.exists() and (not marker.is_file() or json.loads(marker.read_text())["run"] != run_id):
-            print(f"train: {directory} holds another run (data or settings changed): starting over")
-            shutil.rmtree(self.directory)
+        shape = json.loads(json.dumps(shape))  # as it reads back from run.json (tuples become lists)
+        if self.directory.exists():
+            try:
+                previous = json.loads(marker.read_text())
+                previous_run, previous_shape = previous["run"], previous["shape"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise FacepipeError(f"train: {marker} is missing or unreadable, so {directory} cannot be resumed; "
+                                    "delete that folder to start over") from None
+            if previous_shape != shape:
+                raise FacepipeError(f"train: {directory} holds a checkpoint of a {_describe(previous_shape)} model, "
+                                    f"params.yaml asks for a {_describe(shape)} one; set train back to match, or "
+                                    "delete that folder to start over")
+            if previous_run != run_id:
+                print(f"train: {directory} holds another run (data or settings changed): starting over")
+                shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"run": run_id}) + "\n")
+        write_json(marker, {"run": run_id, "shape": shape})
         self.manager = ocp.CheckpointManager(self.directory / "steps", options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
     def save(self, step: int, model, optimizer, meta: dict) -> None:
@@ -122,6 +153,16 @@ class Checkpoints:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta)), force=True)
         self.manager.wait_until_finished()
+
+    def save_preview(self, step: int, grid: np.ndarray) -> None:
+        """Kept with the checkpoints, so a resumed run's timelapse starts at step 0."""
+        folder = self.directory / "previews"
+        folder.mkdir(exist_ok=True)
+        with atomic_path(folder / f"{step:08d}.png") as tmp:
+            media.write_image(tmp, grid)
+
+    def previews(self) -> list[Path]:
+        return sorted((self.directory / "previews").glob("*.png"))
 
     def restore_latest(self, model, optimizer) -> dict | None:
         """The newest readable checkpoint; a damaged one (a crash mid-copy, a bad disk)
@@ -154,10 +195,11 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
         if len(f) < settings["batch_size"]:
             raise FacepipeError(f"train: {d} has {len(f)} faces, fewer than train.batch_size={settings['batch_size']}; "
                                 "add sources for this person or lower train.batch_size in params.yaml")
-    model, optimizer = build(settings)
-    ms = model.settings
+    ms = ModelSettings.from_preset(settings["preset"])
     coverage = settings["coverage"]
-    ckpt = Checkpoints(Path(checkpoint_dir), fingerprint(settings, dataset_dirs))
+    shape = {"preset": settings["preset"], "model": ms.to_json(), "coverage": coverage}
+    ckpt = Checkpoints(Path(checkpoint_dir), fingerprint(settings, dataset_dirs), shape)  # refuses before building
+    model, optimizer = build(settings)
     meta = ckpt.restore_latest(model, optimizer)
     step, history = (meta["step"], meta["history"]) if meta else (0, [])
     if meta:
@@ -192,7 +234,7 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
             if step % settings["save_every"] == 0:
                 save()
             if step % settings["preview_every"] == 0:
-                media.write_image(ckpt.directory / "preview.png", preview_grid(model, *preview_faces))
+                ckpt.save_preview(step, preview_grid(model, *preview_faces))
     except KeyboardInterrupt:
         if step and step % settings["save_every"]:
             save()
@@ -207,8 +249,11 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_bytes(out_dir / "weights.msgpack", weights_bytes(model))
+    final_grid = preview_grid(model, *preview_faces)
+    ckpt.save_preview(step, final_grid)
     with atomic_path(out_dir / "preview.png") as tmp:
-        media.write_image(tmp, preview_grid(model, *preview_faces))
+        media.write_image(tmp, final_grid)
+    write_timelapse(out_dir / "timelapse.mp4", ckpt.previews())
     with atomic_path(out_dir / "loss.csv") as tmp:
         with tmp.open("w", newline="") as f:
             writer = csv.writer(f)
@@ -223,6 +268,7 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
         "model": ms.to_json(),
         "coverage": coverage,
         "crop_size": int(faces[0].shape[1]),
+        "padding_fraction": align.PADDING_FRACTION,  # where the mean face sits in the crops it learned
         "parameters": count_params(model),
         "steps": step,
     }

@@ -17,6 +17,7 @@ rule train:
             category="Pairs",
             labels={"pair": "{pair}", "figure": "training loss"},
         ),
+        timelapse="results/models/{pair}/timelapse.mp4",
         loss="results/models/{pair}/loss.csv",
         metrics="results/models/{pair}/metrics.json",
     params:
