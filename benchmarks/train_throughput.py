@@ -62,7 +62,6 @@ def matmul_flops_per_s() -> float:
 
 
 def torch_model():
-    import torch
     from torch import nn
 
     s = ModelSettings.from_preset("original")

@@ -156,21 +156,23 @@ def test_identity_is_judged_per_track_from_its_samples():
     assert len(set(labels[:10])) == 1 and len(set(labels[10:])) == 1 and labels[0] != labels[10]
 
 
-def test_space_to_depth_conv_equals_the_strided_conv():
+@pytest.mark.parametrize("stride, kernel", [(2, 5), (1, 3)])
+def test_conv_as_matmul_equals_the_conv(stride, kernel):
     import jax.numpy as jnp
     from flax import nnx
 
-    from facepipe.models import strided_conv
+    from facepipe.models import conv_as_matmul
 
-    conv = nnx.Conv(32, 48, (5, 5), strides=2, padding="SAME", rngs=nnx.Rngs(0))
+    conv = nnx.Conv(32, 48, (kernel, kernel), strides=stride, padding="SAME", rngs=nnx.Rngs(0))
     conv.bias.value = jnp.linspace(-1, 1, 48)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 32)), jnp.float32)
-    np.testing.assert_allclose(strided_conv(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(conv_as_matmul(conv, x, stride), conv(x), rtol=1e-5, atol=1e-5)
 
     def grads(forward):
         return nnx.grad(lambda conv, x: jnp.sum(jnp.sin(forward(conv, x))), argnums=(0, 1))(conv, x)
 
-    (plain_params, plain_x), (params, dx) = grads(lambda conv, x: conv(x)), grads(strided_conv)
+    (plain_params, plain_x), (params, dx) = grads(lambda conv, x: conv(x)), grads(
+        lambda conv, x: conv_as_matmul(conv, x, stride))
     np.testing.assert_allclose(dx, plain_x, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(params.kernel.value, plain_params.kernel.value, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(params.bias.value, plain_params.bias.value, rtol=1e-4, atol=1e-5)

@@ -63,28 +63,33 @@ def pixel_shuffle(x: jax.Array, r: int = 2) -> jax.Array:
     return x.reshape(b, h * r, w * r, oc)
 
 
-def strided_conv(conv: nnx.Conv, x: jax.Array) -> jax.Array:
-    """A 5x5 stride-2 SAME conv, computed as space-to-depth then a 3x3 stride-1 conv with
-    the kernel rearranged (same parameters, same result to float rounding).
+def conv_as_matmul(conv: nnx.Conv, x: jax.Array, stride: int = 1) -> jax.Array:
+    """`conv(x)` (SAME padding) computed as one matrix product: the k x k patches are
+    gathered by slicing, then multiplied by the kernel (same parameters, same result to
+    float rounding).
 
-    XLA:CPU computes the input gradient of a stride-2 conv on a small map (the 4th
-    encoder conv: 8x8x512 to 4x4x1024) at a tiny fraction of peak: 7.6 s of a 9 s step
-    at batch 16. This form takes 0.6 s. On larger maps the plain conv is faster."""
-    b, h, w, c = x.shape
+    XLA:CPU runs convolutions on small maps far below its matmul rate; the input gradient
+    of the 4th encoder conv (8x8x512 to 4x4x1024, stride 2) took 7.5 s of a 9 s step at
+    batch 16. As a matmul its forward and backward take 0.12 s. On maps over 8x8 the
+    plain conv is as fast or faster, so only small maps go this way."""
     kernel = conv.kernel.value
-    out = kernel.shape[-1]
-    # SAME padding for 5 taps at stride 2 is (1, 2); one more after makes the side even.
-    x = jnp.pad(x, ((0, 0), (1, 3), (1, 3), (0, 0)))
-    side_h, side_w = x.shape[1] // 2, x.shape[2] // 2
-    x = x.reshape(b, side_h, 2, side_w, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, side_h, side_w, 4 * c)
-    kernel = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # 6x6: three 2x2 blocks a side
-    kernel = kernel.reshape(3, 2, 3, 2, c, out).transpose(0, 2, 1, 3, 4, 5).reshape(3, 3, 4 * c, out)
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y[:, :h // 2, :w // 2] + conv.bias.value
+    k, _, channels, _ = kernel.shape
+    b, h, w, _ = x.shape
+    out_h, out_w = -(-h // stride), -(-w // stride)
+    pad_h, pad_w = max((out_h - 1) * stride + k - h, 0), max((out_w - 1) * stride + k - w, 0)
+    x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    patches = jnp.concatenate([x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+                               for i in range(k) for j in range(k)], axis=-1)
+    y = patches.reshape(-1, k * k * channels) @ kernel.reshape(k * k * channels, -1)
+    return y.reshape(b, out_h, out_w, -1) + conv.bias.value
 
 
-# Input side at or under which the encoder's convs use `strided_conv` (measured above).
-SPACE_TO_DEPTH_SIDE = 8
+# Output side at or under which convolutions go through `conv_as_matmul` (measured).
+MATMUL_SIDE = 8
+
+
+def apply_conv(conv: nnx.Conv, x: jax.Array, stride: int = 1) -> jax.Array:
+    return conv_as_matmul(conv, x, stride) if -(-x.shape[1] // stride) <= MATMUL_SIDE else conv(x)
 
 
 class Upscale(nnx.Module):
@@ -94,7 +99,7 @@ class Upscale(nnx.Module):
         self.conv = nnx.Conv(in_features, filters * 4, (3, 3), padding="SAME", kernel_init=glorot, rngs=rngs)
 
     def __call__(self, x):
-        return pixel_shuffle(nnx.leaky_relu(self.conv(x), 0.1))
+        return pixel_shuffle(nnx.leaky_relu(apply_conv(self.conv, x), 0.1))
 
 
 class Encoder(nnx.Module):
@@ -113,7 +118,7 @@ class Encoder(nnx.Module):
 
     def __call__(self, x):
         for conv in self.convs:
-            x = nnx.leaky_relu(strided_conv(conv, x) if x.shape[1] <= SPACE_TO_DEPTH_SIDE else conv(x), 0.1)
+            x = nnx.leaky_relu(apply_conv(conv, x, stride=2), 0.1)
         x = self.dense_out(self.dense_in(x.reshape(x.shape[0], -1)))
         x = x.reshape(x.shape[0], self.side, self.side, self.channels)
         return self.upscale(x)
