@@ -119,12 +119,12 @@ def torch_stepper(batch: int, channels_last: bool):
 
 
 def jax_stepper(batch: int):
-    model, optimizer = train.build({"preset": "original", "seed": 0, "learning_rate": 5e-5})
+    stepper = train.Stepper(*train.build({"preset": "original", "seed": 0, "learning_rate": 5e-5}), "mae")
     rng = np.random.default_rng(0)
     data = [jnp.asarray(rng.uniform(size=(batch, 64, 64, 3)), jnp.float32) for _ in range(4)]
 
     def step():
-        loss_a, loss_b = train.train_step(model, optimizer, *data, "mae")
+        loss_a, loss_b = stepper(*data)
         return float(loss_a) + float(loss_b)
     return step
 
@@ -157,6 +157,7 @@ def main() -> None:
     times = {name: [] for name in steppers}
     for _ in range(args.rounds):
         for name, step in steppers.items():
+            time.sleep(1)  # let the other framework's worker threads stop spinning first
             times[name].append(seconds(step, args.steps))
     faces = 2 * args.batch
     step_flops = 3 * forward_flops(ModelSettings.from_preset("original")) * faces
