@@ -115,3 +115,39 @@ def test_timelapse_and_previews_follow_training(built):
     previews = sorted((built / "results/checkpoints/wa_wb/previews").glob("*.png"))
     assert [p.stem for p in previews] == ["00000100", "00000200", "00000300"]
     assert (model / "preview.png").read_bytes() != previews[0].read_bytes()
+
+
+def test_two_devices_train_like_one(built, tmp_path):
+    """Data parallel over 2 (CPU) devices: the same losses as on one, to float rounding."""
+    import csv
+
+    losses, logs = {}, {}
+    for devices in (1, 2):
+        environment = env()
+        environment["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        proc = subprocess.run(_train(built, tmp_path, f"devices{devices}", 20), cwd=tmp_path, env=environment,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        logs[devices] = proc.stdout + proc.stderr
+        with open(tmp_path / f"devices{devices}/model/loss.csv") as f:
+            losses[devices] = np.array([[float(r["loss_a"]), float(r["loss_b"])] for r in csv.DictReader(f)])
+    assert "data parallel over 2 devices" in logs[2] and "data parallel" not in logs[1]
+    assert losses[1].shape == losses[2].shape == (20, 2)
+    # Summation order differs across devices; Adam then amplifies the rounding step by step.
+    np.testing.assert_allclose(losses[2][:10], losses[1][:10], rtol=1e-4)
+    np.testing.assert_allclose(losses[2], losses[1], rtol=5e-3)
+    assert (losses[1][-5:].mean(0) < losses[1][:5].mean(0)).all()  # and it learns
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused(built, tmp_path):
+    params = yaml.safe_load(_params(tmp_path, 10).read_text())
+    params["train"]["batch_size"] = 7
+    path = tmp_path / "params_odd.yaml"
+    path.write_text(yaml.safe_dump(params))
+    command = _train(built, tmp_path, "odd", 10)
+    command[command.index("--params") + 1] = str(path)
+    environment = env()
+    environment["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    proc = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "train.batch_size=7 does not split over the 2 devices" in last
