@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import signal
 import subprocess
@@ -49,6 +51,7 @@ def test_more_steps_continue_from_the_checkpoint(built, tmp_path):
     run(_train(built, tmp_path, "grow", 30), tmp_path)
     more = run(_train(built, tmp_path, "grow", 60), tmp_path)
     assert "resuming from step 30 of 60" in more.stdout + more.stderr
+    assert json.loads((tmp_path / "grow/model/metrics.json").read_text())["steps_this_run"] == 30
     run(_train(built, tmp_path, "straight", 60), tmp_path)
     assert (tmp_path / "grow/model/weights.msgpack").read_bytes() == \
         (tmp_path / "straight/model/weights.msgpack").read_bytes()
@@ -119,8 +122,6 @@ def test_timelapse_and_previews_follow_training(built):
 
 def test_two_devices_train_like_one(built, tmp_path):
     """Data parallel over 2 (CPU) devices: the same losses as on one, to float rounding."""
-    import csv
-
     losses, logs = {}, {}
     for devices in (1, 2):
         environment = env()

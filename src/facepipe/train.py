@@ -251,7 +251,7 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
                      ms.resolution, coverage) for f in faces]
     log_every = max(1, settings["steps"] // 1000)
     rng_states = {}
-    started = time.time()
+    started, first_step = time.time(), step
     progress = tqdm(total=settings["steps"], initial=step, desc=f"train {people[0]}<->{people[1]}", unit="step")
 
     stepper = Stepper(model, optimizer, settings["loss"])
@@ -314,6 +314,6 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
     write_json(out_dir / "model.json", model_info)
     metrics = {"steps": step, "loss_a": history[-1][1], "loss_b": history[-1][2],
                "faces_a": len(faces[0]), "faces_b": len(faces[1]),
-               "seconds_this_run": round(time.time() - started, 1)}
+               "steps_this_run": step - first_step, "seconds_this_run": round(time.time() - started, 1)}
     write_json(out_dir / "metrics.json", metrics)
     return metrics
