@@ -164,7 +164,7 @@ def test_conv_as_matmul_equals_the_conv(stride, kernel):
     from facepipe.models import conv_as_matmul
 
     conv = nnx.Conv(32, 48, (kernel, kernel), strides=stride, padding="SAME", rngs=nnx.Rngs(0))
-    conv.bias.value = jnp.linspace(-1, 1, 48)
+    conv.bias[...] = jnp.linspace(-1, 1, 48)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 32)), jnp.float32)
     np.testing.assert_allclose(conv_as_matmul(conv, x, stride), conv(x), rtol=1e-5, atol=1e-5)
 
@@ -174,5 +174,5 @@ def test_conv_as_matmul_equals_the_conv(stride, kernel):
     (plain_params, plain_x), (params, dx) = grads(lambda conv, x: conv(x)), grads(
         lambda conv, x: conv_as_matmul(conv, x, stride))
     np.testing.assert_allclose(dx, plain_x, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(params.kernel.value, plain_params.kernel.value, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(params.bias.value, plain_params.bias.value, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(params.kernel[...], plain_params.kernel[...], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(params.bias[...], plain_params.bias[...], rtol=1e-4, atol=1e-5)

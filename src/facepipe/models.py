@@ -72,7 +72,7 @@ def conv_as_matmul(conv: nnx.Conv, x: jax.Array, stride: int = 1) -> jax.Array:
     of the 4th encoder conv (8x8x512 to 4x4x1024, stride 2) took 7.5 s of a 9 s step at
     batch 16. As a matmul its forward and backward take 0.12 s. On maps over 8x8 the
     plain conv is as fast or faster, so only small maps go this way."""
-    kernel = conv.kernel.value
+    kernel = conv.kernel[...]
     k, _, channels, _ = kernel.shape
     b, h, w, _ = x.shape
     out_h, out_w = -(-h // stride), -(-w // stride)
@@ -81,7 +81,7 @@ def conv_as_matmul(conv: nnx.Conv, x: jax.Array, stride: int = 1) -> jax.Array:
     patches = jnp.concatenate([x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
                                for i in range(k) for j in range(k)], axis=-1)
     y = patches.reshape(-1, k * k * channels) @ kernel.reshape(k * k * channels, -1)
-    return y.reshape(b, out_h, out_w, -1) + conv.bias.value
+    return y.reshape(b, out_h, out_w, -1) + conv.bias[...]
 
 
 # Output side at or under which convolutions go through `conv_as_matmul` (measured).
