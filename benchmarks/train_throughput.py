@@ -3,7 +3,7 @@
 faces/s of facepipe's jitted training step (Flax NNX, XLA) against a PyTorch
 implementation of the same original 64 px model (82,062,470 parameters, MAE loss, Adam
 b1=0.5, both decoders in one step), same batch, same machine, same process, measured
-alternately. Also the achieved FLOP/s of each (the model's own arithmetic: convolutions
+alternately in rounds (each round: one untimed step, then `--steps` timed ones). Also the achieved FLOP/s of each (the model's own arithmetic: convolutions
 and dense layers, 3x the forward pass for a training step) against the machine's
 measured float32 matmul FLOP/s. Needs `pip install torch==2.13.0` (CPU build).
 
@@ -157,7 +157,10 @@ def main() -> None:
     times = {name: [] for name in steppers}
     for _ in range(args.rounds):
         for name, step in steppers.items():
-            time.sleep(1)  # let the other framework's worker threads stop spinning first
+            # Training runs step after step: after the other framework ran, let its worker
+            # threads stop spinning and take one untimed step to warm caches and memory.
+            time.sleep(1)
+            step()
             times[name].append(seconds(step, args.steps))
     faces = 2 * args.batch
     step_flops = 3 * forward_flops(ModelSettings.from_preset("original")) * faces
