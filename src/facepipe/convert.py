@@ -42,18 +42,33 @@ def load_model(model_dir: str | Path) -> tuple[FaceSwapModel, dict]:
     return model, info
 
 
-def face_mask(landmarks_crop: np.ndarray, size: int, coverage: float, erode: float, blur: float) -> np.ndarray:
-    """Blurred landmark-hull mask in crop space, float32 in [0, 1]. `erode` and `blur`
-    are fractions of the crop size, so the look does not depend on resolution."""
+MASKS = ("hull", "extended")
+COLOR_METHODS = ("avg-color", "color-transfer", "match-hist", "seamless-clone", "none")
+
+
+def mask_points(landmarks_crop: np.ndarray, kind: str) -> np.ndarray:
+    """The points whose hull is the mask: the 68 landmarks, and for `extended` the brows
+    lifted towards the hairline (by 40% of the brow-to-chin distance)."""
+    if kind == "hull":
+        return landmarks_crop
+    brows = landmarks_crop[17:27]
+    up = brows.mean(0) - landmarks_crop[8]  # chin to brows
+    return np.concatenate([landmarks_crop, brows + 0.4 * up])
+
+
+def face_mask(landmarks_crop: np.ndarray, size: int, coverage: float, erode: float, blur: float,
+              kind: str = "hull") -> np.ndarray:
+    """Blurred mask in crop space, float32 in [0, 1]. `erode` (negative: dilate) and
+    `blur` are fractions of the crop size, so the look does not depend on resolution."""
     mask = np.zeros((size, size), np.float32)
-    cv2.fillConvexPoly(mask, cv2.convexHull(landmarks_crop.round().astype(np.int32)), 1.0)
+    cv2.fillConvexPoly(mask, cv2.convexHull(mask_points(landmarks_crop, kind).round().astype(np.int32)), 1.0)
     pad = int(round(size * (1 - coverage) / 2))
     limit = np.zeros_like(mask)
     limit[pad:size - pad, pad:size - pad] = 1.0  # the model only drew this region
     mask *= limit
-    if erode > 0:
-        k = max(1, int(round(erode * size)))
-        mask = cv2.erode(mask, np.ones((k, k), np.uint8))
+    if erode:
+        k = max(1, int(round(abs(erode) * size)))
+        mask = (cv2.erode if erode > 0 else cv2.dilate)(mask, np.ones((k, k), np.uint8)) * limit
     if blur > 0:
         k = max(1, int(round(blur * size))) | 1
         mask = cv2.GaussianBlur(mask, (k, k), 0)
@@ -62,6 +77,34 @@ def face_mask(landmarks_crop: np.ndarray, size: int, coverage: float, erode: flo
         inner[pad + k // 2:size - pad - k // 2, pad + k // 2:size - pad - k // 2] = 1.0
         mask *= cv2.GaussianBlur(inner, (k, k), 0) * limit
     return mask
+
+
+def match_colour(new: np.ndarray, original: np.ndarray, mask: np.ndarray, method: str) -> np.ndarray:
+    """Recolour the model's face (float RGB, 0-255) to the original's, judged under the
+    mask: `avg-color` moves the mean; `color-transfer` matches mean and spread per channel
+    in Lab (Reinhard et al. 2001); `match-hist` matches each channel's histogram."""
+    weights = mask.ravel() / mask.sum()
+    if method == "avg-color":
+        return new + (original.reshape(-1, 3).T @ weights - new.reshape(-1, 3).T @ weights)
+    if method == "color-transfer":
+        lab_new = cv2.cvtColor(np.clip(new / 255, 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab).reshape(-1, 3)
+        lab_old = cv2.cvtColor(np.clip(original / 255, 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab).reshape(-1, 3)
+        mean_new, mean_old = weights @ lab_new, weights @ lab_old
+        std_new = np.sqrt(weights @ (lab_new - mean_new) ** 2)
+        std_old = np.sqrt(weights @ (lab_old - mean_old) ** 2)
+        lab = (lab_new - mean_new) * (std_old / np.maximum(std_new, 1e-3)) + mean_old
+        return cv2.cvtColor(lab.reshape(new.shape).astype(np.float32), cv2.COLOR_Lab2RGB) * 255
+    if method == "match-hist":
+        out = np.empty_like(new)
+        bins = np.arange(257)
+        for c in range(3):
+            source, reference = new[..., c].ravel(), original[..., c].ravel()
+            cdf_new = np.cumsum(np.histogram(source, bins, weights=weights)[0])
+            cdf_old = np.cumsum(np.histogram(reference, bins, weights=weights)[0])
+            levels = np.interp(cdf_new, cdf_old, bins[:-1])  # new level -> original level of equal rank
+            out[..., c] = np.interp(source, bins[:-1], levels).reshape(new.shape[:2])
+        return out
+    return new
 
 
 class Swapper:
@@ -100,10 +143,9 @@ def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int
     new[pad:pad + region, pad:pad + region] = cv2.resize(swapped * 255.0, (region, region),
                                                          interpolation=cv2.INTER_CUBIC)
     mask = face_mask(align.transform_points(face["landmarks"], matrix), crop_size, coverage,
-                     settings["mask_erode"], settings["mask_blur"])
-    if settings["color_match"] == "avg-color" and mask.sum() > 1:
-        weights = mask[..., None] / mask.sum()
-        new += (original * weights).sum((0, 1)) - (new * weights).sum((0, 1))
+                     settings["mask_erode"], settings["mask_blur"], settings["mask"])
+    if mask.sum() > 1:
+        new = match_colour(new, original, mask, settings["color_match"])
     new = np.clip(new, 0, 255)
     # Warp back only into the face's bounding region of the frame: same result, less work.
     inverse = cv2.invertAffineTransform(matrix)
@@ -118,8 +160,28 @@ def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int
     size = (int(x1 - x0), int(y1 - y0))
     new_roi = cv2.warpAffine(new, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     mask_roi = cv2.warpAffine(mask, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
-    roi = frame[y0:y1, x0:x1].astype(np.float32)
-    frame[y0:y1, x0:x1] = np.clip(roi * (1 - mask_roi) + new_roi * mask_roi, 0, 255).round().astype(np.uint8)
+    roi = frame[y0:y1, x0:x1]
+    if settings["color_match"] == "seamless-clone":
+        new_roi = seamless_clone(new_roi, roi, mask_roi[..., 0])
+    blended = roi.astype(np.float32) * (1 - mask_roi) + new_roi * mask_roi
+    frame[y0:y1, x0:x1] = np.clip(blended, 0, 255).round().astype(np.uint8)
+
+
+def seamless_clone(new: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Poisson blending (cv2.seamlessClone) of the new face into the frame region: the
+    face keeps its own detail but takes its colour and light from the frame around it."""
+    binary = (mask > 0.5).astype(np.uint8) * 255
+    if not binary.any():
+        return new
+    # Margins, so the solver never meets the region's border; then the mask's box centre
+    # is where OpenCV puts the clone, which keeps the face where it was.
+    pad = 8
+    src = cv2.copyMakeBorder(np.clip(new, 0, 255).astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    dst = cv2.copyMakeBorder(background, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    binary = cv2.copyMakeBorder(binary, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    x, y, w, h = cv2.boundingRect(binary)
+    cloned = cv2.seamlessClone(src, dst, binary, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
+    return cloned[pad:-pad, pad:-pad].astype(np.float32)
 
 
 def check_model_fits(info: dict, alignments: dict, model_dir: Path, faces_dir: Path) -> None:
