@@ -15,17 +15,17 @@ import yaml
 from conftest import BIN, ROOT, env, run
 
 
-def _params(tmp_path, steps: int):
+def _params(tmp_path, steps: int, **overrides):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(preset="tiny", steps=steps, batch_size=8, learning_rate=5e-4, save_every=10,
-                           preview_every=1000, seed=3)
-    path = tmp_path / f"params_{steps}.yaml"
+    params["train"].update({"preset": "tiny", "steps": steps, "batch_size": 8, "learning_rate": 5e-4,
+                            "save_every": 10, "preview_every": 1000, "seed": 3, **overrides})
+    path = tmp_path / f"params_{steps}_{'_'.join(f'{k}-{v}' for k, v in overrides.items())}.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
 
 
-def _train(built, tmp_path, name, steps):
-    return [str(BIN / "facepipe"), "train", "--params", str(_params(tmp_path, steps)),
+def _train(built, tmp_path, name, steps, **overrides):
+    return [str(BIN / "facepipe"), "train", "--params", str(_params(tmp_path, steps, **overrides)),
             "--a", str(built / "results/datasets/woman_a"), "--b", str(built / "results/datasets/woman_b"),
             "--out", str(tmp_path / name / "model"), "--checkpoints", str(tmp_path / name / "ckpt")]
 
@@ -86,13 +86,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(built, tmp_path)
 
 def test_a_checkpoint_of_another_resolution_is_refused(built, tmp_path):
     run(_train(built, tmp_path, "res", 10), tmp_path)
-    params = yaml.safe_load(_params(tmp_path, 20).read_text())
-    params["train"]["preset"] = "original-128"
-    path = tmp_path / "params_128.yaml"
-    path.write_text(yaml.safe_dump(params))
-    command = _train(built, tmp_path, "res", 20)
-    command[command.index("--params") + 1] = str(path)
-    proc = run(command, tmp_path, check=False)
+    proc = run(_train(built, tmp_path, "res", 20, preset="original-128"), tmp_path, check=False)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and last.startswith("facepipe train: error:")
     assert "holds a checkpoint of a 64 px tiny" in last and "asks for a 128 px original-128" in last
@@ -141,12 +135,7 @@ def test_two_devices_train_like_one(built, tmp_path):
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_refused(built, tmp_path):
-    params = yaml.safe_load(_params(tmp_path, 10).read_text())
-    params["train"]["batch_size"] = 7
-    path = tmp_path / "params_odd.yaml"
-    path.write_text(yaml.safe_dump(params))
-    command = _train(built, tmp_path, "odd", 10)
-    command[command.index("--params") + 1] = str(path)
+    command = _train(built, tmp_path, "odd", 10, batch_size=7)
     environment = env()
     environment["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     proc = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True)

@@ -19,7 +19,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from . import align, identity, media
-from .detect import ALIGNMENTS_VERSION
+from .detect import load_alignments
 from .errors import FacepipeError
 from .fsutil import write_json
 from .input_pipeline import center_faces
@@ -186,8 +186,6 @@ def seamless_clone(new: np.ndarray, background: np.ndarray, mask: np.ndarray) ->
 
 def check_model_fits(info: dict, alignments: dict, model_dir: Path, faces_dir: Path) -> None:
     """The model can only draw faces aligned the way its training faces were."""
-    if alignments.get("version") != ALIGNMENTS_VERSION:
-        raise FacepipeError(f"convert: {faces_dir}/alignments.json was made by an older facepipe; rerun detect")
     trained = info.get("padding_fraction")
     here = alignments["padding"] / alignments["crop_size"]
     if trained is None or abs(trained - here) > 1e-6:
@@ -203,17 +201,11 @@ def source_faces(faces_dir: Path, alignments: dict, source_dataset: Path, person
     embedding from their dataset, at faces sampled every `convert.identity_interval` s."""
     if settings["max_distance"] is None:
         return alignments["faces"]
-    index_file = source_dataset / "faces.json"
-    if not index_file.is_file():
-        raise FacepipeError(f"{source_dataset}: no faces.json; run the filter stage for {person} first")
-    mean = json.loads(index_file.read_text())["identity"]["embedding"]
-    if mean is None:
-        raise FacepipeError(f"{index_file}: no identity embedding for {person}; rerun the filter stage")
+    mean = identity.person_embedding(source_dataset)
     face_list = alignments["faces"]
-    fps = float(Fraction(alignments["fps"])) if alignments["fps"] else None
-    samples = identity.sample(face_list, fps, settings["identity_interval"])
-    embeddings = identity.embed(faces_dir, [face_list[i] for i in samples], workers)
-    distances = identity.distances_to(face_list, samples, embeddings, np.asarray(mean))
+    samples, embeddings = identity.embed_samples(faces_dir, face_list, media.frame_rate(alignments["fps"]),
+                                                 settings["identity_interval"], workers)
+    distances = identity.distances_to(face_list, samples, embeddings, mean)
     chosen = [face for face, d in zip(face_list, distances) if d is not None and d <= settings["max_distance"]]
     if not chosen:
         nearest = min(d for d in distances if d is not None)
@@ -228,7 +220,7 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
         swap_from: str, source_dataset: str | Path, settings: dict, report_path: str | Path | None = None,
         workers: int = 2) -> dict:
     index = json.loads((Path(frames_dir) / "frames.json").read_text())
-    alignments = json.loads((Path(faces_dir) / "alignments.json").read_text())
+    alignments = load_alignments(faces_dir)
     model, info = load_model(model_dir)
     check_model_fits(info, alignments, Path(model_dir), Path(faces_dir))
     people = info["people"]

@@ -5,7 +5,7 @@ frames, read them, run RetinaFace (a single-threaded onnxruntime session each) a
 dlib's 68 landmarks, and later warp and encode the aligned crops; the main process links
 faces into tracks across frames, smooths the landmarks along each track (video only;
 `detect.smooth`) and fits the umeyama alignment to the mean face. Processes, not
-threads: dlib holds Python's lock while it works, which left a third of the second core
+threads: dlib holds Python's lock while it works, which left a sixth of the two cores
 idle. Only a few chunks of frames are held at a time, so memory does not grow with the
 length of the video. Writes `alignments.json` (format in README.md) and one aligned crop
 per face in `crops.zip`."""
@@ -18,7 +18,6 @@ import math
 import multiprocessing
 import shutil
 import zipfile
-from fractions import Fraction
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import align, faces, tracking
+from . import align, faces, media, tracking
 from .errors import FacepipeError
 from .fsutil import atomic_dir
 
@@ -50,6 +49,17 @@ def load_frames_index(frames_dir: Path) -> dict:
     if not index.is_file():
         raise FacepipeError(f"{frames_dir}: no frames.json; run the frames stage first")
     return json.loads(index.read_text())
+
+
+def load_alignments(faces_dir: str | Path) -> dict:
+    """A detect output's alignments.json, refused when an older facepipe wrote it."""
+    path = Path(faces_dir) / "alignments.json"
+    if not path.is_file():
+        raise FacepipeError(f"{faces_dir}: no alignments.json; run the detect stage first")
+    alignments = json.loads(path.read_text())
+    if alignments.get("version") != ALIGNMENTS_VERSION:
+        raise FacepipeError(f"{path}: made by an older facepipe; rerun the detect stage")
+    return alignments
 
 
 def open_crops(faces_dir: str | Path) -> zipfile.ZipFile:
@@ -162,7 +172,7 @@ class _Extraction:
         self.last_frame = len(index["files"]) - 1
         self.crop_size = settings["crop_size"]
         is_video = index["kind"] == "video"
-        self.fps = float(Fraction(index["fps"])) if is_video else None
+        self.fps = media.frame_rate(index["fps"]) if is_video else None
         sigma_frames = settings["smooth_sigma"] * self.fps if is_video and settings["smooth"] else 0.0
         # Under one frame of sigma (low sampling rates) the fit would pass through each point.
         self.smoother = tracking.LandmarkSmoother(sigma_frames) if sigma_frames >= 1 else None

@@ -17,9 +17,9 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from . import faces, figures, media
+from . import faces, figures, identity, media
 from .convert import load_model
-from .errors import FacepipeError
+from .detect import load_alignments
 from .fsutil import atomic_path, write_json
 from .input_pipeline import center_faces, load_dataset
 from .models import FaceSwapModel, ModelSettings
@@ -56,15 +56,6 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
-def mean_embedding(dataset_dir: str | Path) -> np.ndarray:
-    """The person's mean identity embedding, as the filter stage measured it."""
-    index_file = Path(dataset_dir) / "faces.json"
-    embedding = json.loads(index_file.read_text())["identity"]["embedding"]
-    if embedding is None:
-        raise FacepipeError(f"{index_file}: no identity embedding; rerun the filter stage")
-    return np.asarray(embedding)
-
-
 def _iou(a, b) -> float:
     x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
@@ -90,12 +81,12 @@ def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Pa
     """Scores the faces of `swapped_tracks` (all faces when None); every other pixel,
     other people's faces included, counts as background."""
     index = json.loads((Path(frames_dir) / "frames.json").read_text())
-    alignments = json.loads((Path(faces_dir) / "alignments.json").read_text())
+    alignments = load_alignments(faces_dir)
     boxes: dict[int, list] = {}
     for face in alignments["faces"]:
         if swapped_tracks is None or face["track"] in swapped_tracks:
             boxes.setdefault(face["frame"], []).append(face["box"])
-    source_mean, target_mean = mean_embedding(source_dataset), mean_embedding(target_dataset)
+    source_mean, target_mean = identity.person_embedding(source_dataset), identity.person_embedding(target_dataset)
     detector, embedder = faces.Detector(0.5), faces.Embedder()
     inputs = media.read_frames(media.probe(index["video"]), index["start"] or None, index["duration"])
     output_info = media.probe(video)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -31,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import align, faces, figures, identity, media
-from .detect import open_crops, read_crop
+from .detect import load_alignments, open_crops, read_crop
 from .errors import FacepipeError
 from .fsutil import atomic_dir, atomic_path, write_json
 
@@ -71,16 +70,9 @@ class _Clip:
 
     def __init__(self, number: int, faces_dir: Path):
         self.dir = faces_dir
-        alignments_file = faces_dir / "alignments.json"
-        if not alignments_file.is_file():
-            raise FacepipeError(f"{faces_dir}: no alignments.json; run the detect stage first")
-        self.alignments = json.loads(alignments_file.read_text())
-        if self.alignments.get("version") != 2:
-            raise FacepipeError(f"{alignments_file}: made by an older facepipe; rerun the detect stage")
-        fps = self.alignments["fps"]
-        self.fps = float(Fraction(fps)) if fps else None
-        self.faces = [dict(face, track=(number, face["track"]), clip=faces_dir.name, _clip=self)
-                      for face in self.alignments["faces"]]
+        self.alignments = load_alignments(faces_dir)
+        self.fps = media.frame_rate(self.alignments["fps"])
+        self.faces = [dict(face, track=(number, face["track"]), _clip=self) for face in self.alignments["faces"]]
         self.crops = open_crops(faces_dir)
 
 
@@ -104,12 +96,12 @@ def _judge_quality(clips: list[_Clip], settings: dict, drop) -> list[dict]:
                 drop(face, "size")
                 continue
             crop = read_crop(clip.crops, face["crop"])
-            face["_thumb"] = thumbnail(crop)
             if sharpness(crop) < settings["min_sharpness"]:
                 drop(face, "blur")
             elif abs(yaw(face, crop_size)) > settings["max_yaw"]:
                 drop(face, "pose")
             else:
+                face["_thumb"] = thumbnail(crop)  # for the duplicate check
                 survivors.append(face)
     return survivors
 
@@ -120,10 +112,10 @@ def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: dict, r
     picked, blocks = [], [np.zeros((0, 128), np.float32)]
     for clip in clips:
         members = [i for i, face in enumerate(survivors) if face["_clip"] is clip]
-        chosen = [members[i] for i in identity.sample([survivors[i] for i in members], clip.fps,
-                                                       settings["identity_interval"])]
-        picked += chosen
-        blocks.append(identity.embed(clip.dir, [survivors[i] for i in chosen], workers))
+        chosen, embedded = identity.embed_samples(clip.dir, [survivors[i] for i in members], clip.fps,
+                                                  settings["identity_interval"], workers)
+        picked += [members[i] for i in chosen]
+        blocks.append(embedded)
     embeddings = np.concatenate(blocks)
     report: dict = {"samples": len(picked), "max_distance": settings["max_distance"]}
     if not picked:
@@ -139,7 +131,7 @@ def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: dict, r
         for face, label in zip(survivors, labels):
             info = sizes.setdefault(label, {"faces": 0, "frames": set()})
             info["faces"] += 1
-            info["frames"].add((face["clip"], face["frame"]))
+            info["frames"].add((face["track"][0], face["frame"]))  # (clip, frame)
         # The person is the one seen in the most frames.
         ranked = sorted(sizes, key=lambda c: (-len(sizes[c]["frames"]), -sizes[c]["faces"], c))
         same = [label == ranked[0] for label in labels]

@@ -11,9 +11,10 @@ is thereby corrected at the next sample."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import multiprocessing
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,42 +59,55 @@ def _embedder() -> faces.Embedder:
     return faces.Embedder()
 
 
-def _embed_batch(crops_path: str, jobs: list[tuple[str, np.ndarray]]) -> np.ndarray:
-    from .detect import read_crop
+def _embed_batch(batch: tuple[str, list[tuple[str, np.ndarray]]]) -> np.ndarray:
+    from .detect import open_crops, read_crop
 
-    with zipfile.ZipFile(crops_path) as crops:
+    faces_dir, jobs = batch
+    with open_crops(faces_dir) as crops:
         return np.stack([_embedder()(read_crop(crops, name), points) for name, points in jobs])
-
-
-def _embed_star(batch: tuple[str, list]) -> np.ndarray:
-    return _embed_batch(*batch)
 
 
 def embed(faces_dir: str | Path, face_list: list[dict], workers: int = 2) -> np.ndarray:
     """Embeddings (n, 128) of the given faces of one detect output, from their crops,
     in `workers` processes (dlib holds Python's lock, so threads would not help)."""
-    from .detect import CROPS
+    from .detect import open_crops
 
     if not face_list:
         return np.zeros((0, 128), np.float32)
-    crops_path = str(Path(faces_dir) / CROPS)
-    if not Path(crops_path).is_file():
-        raise FacepipeError(f"{faces_dir}: no {CROPS}; run the detect stage again")
+    open_crops(faces_dir).close()  # a missing archive is one clear error here, not one per worker
     jobs = [(face["crop"], crop_points(face)) for face in face_list]
-    batches = [(crops_path, jobs[i:i + BATCH]) for i in range(0, len(jobs), BATCH)]
+    batches = [(str(faces_dir), jobs[i:i + BATCH]) for i in range(0, len(jobs), BATCH)]
     progress = tqdm(total=len(jobs), desc=f"identity {Path(faces_dir).name}", unit="face")
     results = []
-    if workers <= 1 or len(batches) == 1:
-        for batch in batches:
-            results.append(_embed_batch(*batch))
-            progress.update(len(batch[1]))
-    else:
-        with multiprocessing.get_context("forkserver").Pool(min(workers, len(batches))) as pool:
-            for result in pool.imap(_embed_star, batches):
-                results.append(result)
-                progress.update(len(result))
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(batches) > 1:
+            pool = stack.enter_context(multiprocessing.get_context("forkserver").Pool(min(workers, len(batches))))
+            embedded = pool.imap(_embed_batch, batches)
+        else:
+            embedded = map(_embed_batch, batches)
+        for result in embedded:
+            results.append(result)
+            progress.update(len(result))
     progress.close()
     return np.concatenate(results)
+
+
+def embed_samples(faces_dir: str | Path, face_list: list[dict], fps: float | None, interval: float,
+                  workers: int = 2) -> tuple[list[int], np.ndarray]:
+    """The faces of one detect output chosen by `sample`, and their embeddings."""
+    samples = sample(face_list, fps, interval)
+    return samples, embed(faces_dir, [face_list[i] for i in samples], workers)
+
+
+def person_embedding(dataset_dir: str | Path) -> np.ndarray:
+    """A person's mean embedding, as the filter stage measured it on their dataset."""
+    index_file = Path(dataset_dir) / "faces.json"
+    if not index_file.is_file():
+        raise FacepipeError(f"{dataset_dir}: no faces.json; run the filter stage first")
+    embedding = json.loads(index_file.read_text())["identity"]["embedding"]
+    if embedding is None:
+        raise FacepipeError(f"{index_file}: no identity embedding; rerun the filter stage")
+    return np.asarray(embedding)
 
 
 def reference_embedding(photo: str | Path) -> np.ndarray:

@@ -54,6 +54,11 @@ def parse_fps(text: str) -> Fraction:
     return Fraction(value).limit_denominator(1000)
 
 
+def frame_rate(text: str | None) -> float | None:
+    """Frames per second from a stage's "30000/1001" rate text (None for photos)."""
+    return float(Fraction(text)) if text else None
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Read a video's size, rate, duration, audio presence and container tags."""
     path = str(path)

@@ -4,11 +4,13 @@ each track.
 Tracking links each frame's faces to the tracks of the frames before (Hungarian
 assignment on how far the box centre moved, relative to the box size, among boxes of
 similar size); a track survives a few frames without a detection, and every track ends
-at a shot cut, so one track is one person in one shot. Smoothing fits a local quadratic to each landmark's path over a centred Gaussian
-window (a Savitzky-Golay-style local regression): it removes the detector's
-frame-to-frame jitter but follows steady and accelerating motion without lag, since a
-quadratic reproduces such motion exactly, and it needs only a few frames of look-ahead,
-never the whole video."""
+at a shot cut, so one track is one person in one shot.
+
+Smoothing fits a local quadratic to each landmark's path over a centred Gaussian window
+(a Savitzky-Golay-style local regression): it removes the detector's frame-to-frame
+jitter but follows steady and accelerating motion without lag, since a quadratic
+reproduces such motion exactly, and it needs only a few frames of look-ahead, never the
+whole video."""
 
 from __future__ import annotations
 
