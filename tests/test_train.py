@@ -128,9 +128,12 @@ def test_two_devices_train_like_one(built, tmp_path):
             losses[devices] = np.array([[float(r["loss_a"]), float(r["loss_b"])] for r in csv.DictReader(f)])
     assert "data parallel over 2 devices" in logs[2] and "data parallel" not in logs[1]
     assert losses[1].shape == losses[2].shape == (20, 2)
-    # Summation order differs across devices; Adam then amplifies the rounding step by step.
-    np.testing.assert_allclose(losses[2][:10], losses[1][:10], rtol=1e-4)
-    np.testing.assert_allclose(losses[2], losses[1], rtol=5e-3)
+    # The first step sees the same weights and data: only the summation order differs.
+    np.testing.assert_allclose(losses[2][0], losses[1][0], rtol=1e-5)
+    # Adam then amplifies that rounding step by step (about 1e-4 by step 10 on this machine);
+    # a step that saw only one device's half of the batch would be off by far more.
+    np.testing.assert_allclose(losses[2][:5], losses[1][:5], rtol=1e-4)
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-2)
     assert (losses[1][-5:].mean(0) < losses[1][:5].mean(0)).all()  # and it learns
 
 
