@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import yaml
@@ -86,8 +87,6 @@ def test_video_without_faces_says_how_many_and_where(built, tmp_path):
 
 
 def test_convert_refuses_a_model_trained_on_other_alignments(built, tmp_path):
-    import json
-
     from conftest import BIN, ROOT, run
 
     model = tmp_path / "model"
@@ -105,3 +104,39 @@ def test_convert_refuses_a_model_trained_on_other_alignments(built, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and last.startswith("facepipe convert: error:")
     assert "margin of 0.25" in last and "0.1875" in last and not out.exists()
+
+
+def test_unknown_colour_method_stops_before_any_work(built, tmp_path):
+    project = copy_project(built, tmp_path / "p")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["convert"]["color_match"] = "magic"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    line = dry_run_error(project)
+    assert "params.yaml: convert.color_match: 'magic' is not one of" in line and "avg-color" in line
+
+
+def test_a_frame_range_without_faces_is_refused_before_decoding(built, tmp_path):
+    from conftest import BIN, ROOT, run
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["convert"]["frame_ranges"] = [[70, 80]]  # the clip has 60 frames
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "swap.mp4"
+    command = [str(BIN / "facepipe"), "convert", "--params", str(tmp_path / "params.yaml"),
+               "--frames", "results/frames/swaps/wa_as_wb", "--faces", "results/faces/swaps/wa_as_wb",
+               "--model", "results/models/wa_wb", "--from", "woman_a", "--source-dataset", "results/datasets/woman_a",
+               "--out", str(out)]
+    proc = run(command, built, check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "convert.frame_ranges: [70, 80] is not within the clip's frames 0-59" in last
+    params["convert"]["frame_ranges"] = [[5, 5]]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    faces = tmp_path / "faces"  # the same clip, with no face found in frame 5
+    faces.mkdir()
+    alignments = json.loads((built / "results/faces/swaps/wa_as_wb/alignments.json").read_text())
+    alignments["faces"] = [f for f in alignments["faces"] if f["frame"] != 5]
+    (faces / "alignments.json").write_text(json.dumps(alignments))
+    proc = run(command[:7] + [str(faces)] + command[8:], built, check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "no faces in" in last and "convert.frame_ranges" in last
+    assert "convert swap:" not in proc.stderr and not out.exists()  # refused before the first frame

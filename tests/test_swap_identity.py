@@ -55,12 +55,16 @@ def test_only_the_source_persons_face_is_swapped(stage_build, media):
     changed = [np.abs(source[f["frame"]].astype(float) - output[f["frame"]].astype(float))[
         int(f["box"][1]):int(f["box"][3]), int(f["box"][0]):int(f["box"][2])].mean() for f in singer]
     assert np.mean(changed) > 8, "the singer's face was not swapped"
-    untouched = []
+    before, after, each = [], [], []
     for face in others:  # changed by re-encoding alone
         x0, y0, x1, y1 = (int(v) for v in face["box"])
         region = (slice(y0, y1), slice(x0, x1))
-        untouched.append(psnr(source[face["frame"]][region], output[face["frame"]][region]))
-    assert np.mean(untouched) >= 40 and min(untouched) >= 37, (np.mean(untouched), min(untouched))
+        before.append(source[face["frame"]][region].ravel())
+        after.append(output[face["frame"]][region].ravel())
+        each.append(psnr(before[-1], after[-1]))
+    # Over all their pixels (measured 41.0 dB at the default crf 16, veryfast); no single face
+    # much worse (39.4 dB at the least): what a swap leaking onto them would break.
+    assert psnr(np.concatenate(before), np.concatenate(after)) >= 40 and min(each) >= 38, min(each)
 
     metrics = json.loads((stage_build / "results/metrics/swaps/singer_as_wa.json").read_text())
     assert metrics["faces_scored"] <= len(singer)  # only the swapped faces are scored

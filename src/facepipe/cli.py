@@ -131,13 +131,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="model folder")
     s.add_argument("--checkpoints", required=True, help="folder for resumable checkpoints")
 
-    s = stage("convert", cmd_convert, "render a swap video")
+    s = stage("convert", cmd_convert, "render a swap (video, GIF or photos)")
     s.add_argument("--frames", required=True, help="frames stage folder of the swap clip")
     s.add_argument("--faces", required=True, help="detect stage folder of the swap clip")
     s.add_argument("--model", required=True, help="train stage folder")
     s.add_argument("--from", dest="swap_from", required=True, help="the person shown in the video")
     s.add_argument("--source-dataset", required=True, help="filter stage folder of that person (their identity)")
-    s.add_argument("--out", required=True, help="output video (.mp4)")
+    s.add_argument("--out", required=True, help="output video (.mp4 or .gif), or a folder for a photo swap")
     s.add_argument("--report", help="JSON summary of the swap")
     s.add_argument("--threads", type=int, default=2, help="processes checking identities (default 2)")
 

@@ -9,6 +9,9 @@ container is tagged as synthetic media."""
 from __future__ import annotations
 
 import json
+import queue
+import threading
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from tqdm import tqdm
 from . import align, identity, media
 from .detect import load_alignments
 from .errors import FacepipeError
-from .fsutil import write_json
+from .fsutil import atomic_dir, write_json
 from .input_pipeline import center_faces
 from .models import FaceSwapModel, ModelSettings, load_weights
 
@@ -108,7 +111,9 @@ def match_colour(new: np.ndarray, original: np.ndarray, mask: np.ndarray, method
 
 
 class Swapper:
-    """Batched encoder + target decoder over aligned faces."""
+    """Batched encoder + target decoder over aligned faces. `submit` only queues the
+    work (JAX dispatches asynchronously), so the caller can go on decoding and
+    compositing while the model runs; `collect` waits for the result."""
 
     def __init__(self, model: FaceSwapModel, side: str, batch_size: int):
         self.batch_size = batch_size
@@ -121,14 +126,23 @@ class Swapper:
 
         self._swap, self._state = swap, state
 
-    def __call__(self, faces: np.ndarray) -> np.ndarray:
-        out = []
+    def submit(self, faces: np.ndarray) -> list:
+        pending = []
         for start in range(0, len(faces), self.batch_size):
             chunk = faces[start:start + self.batch_size]
-            padded = np.zeros((self.batch_size,) + chunk.shape[1:], np.float32)
+            padded = np.zeros((self.batch_size,) + chunk.shape[1:], np.float32)  # one shape: one compile
             padded[:len(chunk)] = chunk
-            out.append(np.asarray(self._swap(self._state, padded))[:len(chunk)])
-        return np.concatenate(out) if out else np.zeros((0,) + faces.shape[1:], np.float32)
+            pending.append((self._swap(self._state, padded), len(chunk)))
+        return pending
+
+    @staticmethod
+    def collect(pending: list) -> np.ndarray:
+        return np.concatenate([np.asarray(out)[:n] for out, n in pending])
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        if not len(faces):
+            return np.zeros((0,) + faces.shape[1:], np.float32)
+        return self.collect(self.submit(faces))
 
 
 def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int, coverage: float,
@@ -146,9 +160,12 @@ def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int
                      settings["mask_erode"], settings["mask_blur"], settings["mask"])
     if mask.sum() > 1:
         new = match_colour(new, original, mask, settings["color_match"])
-    new = np.clip(new, 0, 255)
+    new = np.clip(sharpen(new, settings["sharpen"], settings["sharpen_amount"], settings["sharpen_radius"] * region), 0, 255)
     # Warp back only into the face's bounding region of the frame: same result, less work.
     inverse = cv2.invertAffineTransform(matrix)
+    if settings["face_scale"] != 1.0:  # grow or shrink the new face (and its mask) about the crop centre
+        scale = cv2.getRotationMatrix2D((crop_size / 2, crop_size / 2), 0, settings["face_scale"])
+        inverse = inverse @ np.vstack([scale, [0, 0, 1]])
     corners = align.transform_points([[0, 0], [crop_size, 0], [0, crop_size], [crop_size, crop_size]], inverse)
     h, w = frame.shape[:2]
     x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
@@ -165,6 +182,27 @@ def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int
         new_roi = seamless_clone(new_roi, roi, mask_roi[..., 0])
     blended = roi.astype(np.float32) * (1 - mask_roi) + new_roi * mask_roi
     frame[y0:y1, x0:x1] = np.clip(blended, 0, 255).round().astype(np.uint8)
+
+
+SHARPEN = ("none", "box", "gaussian", "unsharp")
+
+
+def sharpen(face: np.ndarray, method: str, amount: float, radius: float) -> np.ndarray:
+    """Restore the detail the 64 px model loses when its face is scaled up: add back
+    `amount` times the difference to a blurred copy (box or Gaussian of `radius` px);
+    `unsharp` does so only where that difference exceeds a threshold, so flat skin keeps
+    its smoothness and only edges get crisper."""
+    if method == "none" or amount <= 0:
+        return face
+    k = max(1, round(radius)) * 2 + 1
+    blurred = cv2.blur(face, (k, k)) if method == "box" else cv2.GaussianBlur(face, (k, k), 0)
+    detail = face - blurred
+    if method == "unsharp":
+        detail = np.where(np.abs(detail) > UNSHARP_THRESHOLD, detail, 0)
+    return face + amount * detail
+
+
+UNSHARP_THRESHOLD = 4.0  # levels of 255: changes smaller than this are noise, not edges
 
 
 def seamless_clone(new: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -216,10 +254,172 @@ def source_faces(faces_dir: Path, alignments: dict, source_dataset: Path, person
     return chosen
 
 
-def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, out_video: str | Path,
+def selected_frames(ranges: list | None, count: int) -> set[int] | None:
+    """The clip frames `convert.frame_ranges` asks to swap (None: all of them)."""
+    if ranges is None:
+        return None
+    chosen = set()
+    for first, last in ranges:
+        if first > last or first >= count:
+            raise FacepipeError(f"params.yaml: convert.frame_ranges: [{first}, {last}] is not within the clip's "
+                                f"frames 0-{count - 1}; give [first, last] pairs of frame numbers of the clip")
+        chosen.update(range(first, min(last, count - 1) + 1))
+    return chosen
+
+
+def range_keyframes(ranges: list | None, count: int) -> list[int]:
+    """Keyframes where each swapped range starts and ends: then no frame outside a range
+    is predicted from a swapped one, and each decodes exactly as the untouched clip
+    encoded with the same keyframes would."""
+    if ranges is None:
+        return []
+    return sorted({i for first, last in ranges for i in (first, last + 1) if 0 < i < count})
+
+
+class Layout:
+    """The output picture: the swapped frame, or original | swapped side by side with
+    captions; scaled by `convert.output_scale` (to even sizes, as yuv420p needs)."""
+
+    def __init__(self, settings: dict, captions: tuple[str, str]):
+        self.side_by_side = settings["side_by_side"]
+        self.scale = settings["output_scale"]
+        self.captions = captions
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        width *= 2 if self.side_by_side else 1
+        return max(2, round(width * self.scale / 2) * 2), max(2, round(height * self.scale / 2) * 2)
+
+    def __call__(self, original: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+        frame = np.concatenate([original, swapped], axis=1) if self.side_by_side else swapped
+        size = self.output_size(*original.shape[1::-1])
+        if size != frame.shape[1::-1]:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if self.scale < 1 else cv2.INTER_CUBIC)
+        if self.side_by_side:
+            frame = np.ascontiguousarray(frame)
+            half, height = size[0] // 2, size[1]
+            scale = max(0.45, height / 600)
+            for i, text in enumerate(self.captions):
+                origin = (i * half + int(12 * scale), int(34 * scale))
+                cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(2, round(4 * scale)),
+                            cv2.LINE_AA)  # outline, readable on any background
+                cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                            max(1, round(1.5 * scale)), cv2.LINE_AA)
+        return frame
+
+
+class PhotoWriter:
+    """Photos out: each swapped photo under its original name, in a folder that appears
+    whole (written beside it, then renamed)."""
+
+    def __init__(self, target: Path, names: list[str], tags: dict):
+        self.names, self.comment, self.frames = names, tags.get("comment"), 0
+        self._dir = atomic_dir(target)
+        self.folder = self._dir.__enter__()
+
+    def write(self, frame: np.ndarray) -> None:
+        name = self.folder / self.names[self.frames]
+        ok, buf = cv2.imencode(name.suffix if name.suffix.lower() in (".png", ".jpg", ".jpeg") else ".jpg",
+                               cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise FacepipeError(f"{name}: could not encode image")
+        data = buf.tobytes()
+        if self.comment and data[:2] == b"\xff\xd8":
+            data = media.jpeg_with_comment(data, self.comment)
+        name.write_bytes(data)
+        self.frames += 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        return self._dir.__exit__(exc_type, exc, tb)
+
+
+def read_photos(frames_dir: Path, index: dict) -> Iterator[np.ndarray]:
+    for name in index["files"]:
+        yield media.read_image(frames_dir / name)
+
+
+def render(frames: Iterator[np.ndarray], count: int, by_frame: dict[int, list[dict]], swapper: Swapper,
+           model_view: tuple[int, float], crop_size: int, settings: dict, layout: Layout, writer, label: str) -> int:
+    """Swap, composite and write every frame, as a pipeline: a thread decodes chunks of
+    frames, cuts their faces and hands them to the model (which runs on its own
+    threads), while this one composites the previous chunk and feeds the encoder
+    (another process). Queues are short, so memory does not grow with the clip."""
+    resolution, coverage = model_view
+    chunks: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            chunk, first = [], 0
+            for frame in frames:
+                chunk.append(frame)
+                if len(chunk) == CHUNK_FRAMES:
+                    if not offer(prepare(first, chunk)):
+                        return
+                    first, chunk = first + len(chunk), []
+            if chunk and not offer(prepare(first, chunk)):
+                return
+            offer(None)
+        except Exception as exc:  # handed to the consumer, which raises it
+            offer(exc)
+
+    def prepare(first: int, chunk: list) -> tuple:
+        jobs = [(i, face) for i in range(len(chunk)) for face in by_frame.get(first + i, [])]
+        pending = None
+        if jobs:
+            crops = np.stack([cv2.warpAffine(chunk[i], np.asarray(face["matrix"]), (crop_size, crop_size),
+                                             borderMode=cv2.BORDER_REPLICATE) for i, face in jobs])
+            pending = swapper.submit(center_faces(crops, resolution, coverage))
+        return chunk, jobs, pending
+
+    def offer(item) -> bool:
+        """Queue `item` unless the consumer has stopped (then it would wait forever)."""
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # The stages are the parallelism; OpenCV's thread pool on these small images only adds overhead.
+    cv2.setNumThreads(1)
+    producer = threading.Thread(target=produce, name="convert-decode", daemon=True)
+    producer.start()
+    swapped = done = 0
+    try:
+        with tqdm(total=count, desc=f"convert {label}", unit="frame") as progress:
+            while (item := chunks.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                chunk, jobs, pending = item
+                # Frames are composited in place; side by side needs the originals kept.
+                new_frames = [frame.copy() for frame in chunk] if layout.side_by_side else chunk
+                for (i, face), drawn in zip(jobs, swapper.collect(pending) if pending else []):
+                    composite(new_frames[i], face, drawn, crop_size, coverage, settings)
+                for original, frame in zip(chunk, new_frames):
+                    writer.write(layout(original, frame))
+                swapped += len(jobs)
+                done += len(chunk)
+                progress.update(len(chunk))
+    finally:
+        stop.set()
+        producer.join()
+    if done != count:
+        raise FacepipeError(f"convert: the clip gave {done} frames, its frames stage saw {count}")
+    return swapped
+
+
+def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, out: str | Path,
         swap_from: str, source_dataset: str | Path, settings: dict, report_path: str | Path | None = None,
         workers: int = 2) -> dict:
-    index = json.loads((Path(frames_dir) / "frames.json").read_text())
+    """Render the swap into `out`: a video (.mp4 or .gif) for a video clip, a folder of
+    photos for a photo source. Everything that can be wrong is checked before the
+    first frame is decoded."""
+    frames_dir, out = Path(frames_dir), Path(out)
+    index = json.loads((frames_dir / "frames.json").read_text())
     alignments = load_alignments(faces_dir)
     model, info = load_model(model_dir)
     check_model_fits(info, alignments, Path(model_dir), Path(faces_dir))
@@ -228,53 +428,46 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
         raise FacepipeError(f"convert: model {model_dir} was trained on {people['a']} and {people['b']}, "
                             f"not on {swap_from!r}")
     target_side = "b" if people["a"] == swap_from else "a"
+    count = index["count"]
+    in_range = selected_frames(settings["frame_ranges"], count)
+    if in_range is not None:
+        alignments = {**alignments, "faces": [f for f in alignments["faces"] if f["frame"] in in_range]}
     if not alignments["faces"]:
-        raise FacepipeError(f"convert: no faces in {alignments['source']} within the swap's range "
-                            f"({alignments['frame_count']} frames looked at); choose another start/duration")
+        where = "within the swap's range" if in_range is None else "in convert.frame_ranges"
+        raise FacepipeError(f"convert: no faces in {alignments['source']} {where} ({count} frames looked at); "
+                            "choose another start/duration or frame range")
+    photos = index["kind"] == "photos"
+    if photos == (out.suffix != ""):
+        raise FacepipeError(f"convert: {out}: a {'photo folder' if photos else 'video'} swap needs "
+                            f"{'a folder (no suffix)' if photos else 'an .mp4 or .gif file'} as output")
     chosen = source_faces(Path(faces_dir), alignments, Path(source_dataset), swap_from, settings, workers)
     by_frame: dict[int, list[dict]] = {}
     for face in chosen:
         by_frame.setdefault(face["frame"], []).append(face)
 
-    video = media.probe(index["video"])
-    fps = Fraction(index["fps"])
-    count = index["count"]
     swapper = Swapper(model, target_side, settings["batch_size"])
-    resolution, coverage = info["model"]["resolution"], info["coverage"]
-    crop_size = alignments["crop_size"]
     tags = media.SYNTHETIC_TAGS if settings["tag_synthetic"] else {}
-    frames = media.read_frames(video, index["start"] or None, index["duration"])
-    swapped_faces = 0
-    with media.VideoWriter(out_video, video.width, video.height, fps, audio_from=video,
-                           audio_start=index["start"] or None, audio_duration=count / float(fps),
-                           crf=settings["crf"], tags=tags) as writer:
-        progress = tqdm(total=count, desc=f"convert {Path(out_video).stem}", unit="frame")
-        done = 0
-        while done < count:
-            chunk = []
-            for frame in frames:
-                chunk.append(frame.copy())
-                if len(chunk) == CHUNK_FRAMES or done + len(chunk) == count:
-                    break
-            if not chunk:
-                break
-            jobs = [(i, face) for i in range(len(chunk)) for face in by_frame.get(done + i, [])]
-            crops = [cv2.warpAffine(chunk[i], np.asarray(face["matrix"]), (crop_size, crop_size),
-                                    borderMode=cv2.BORDER_REPLICATE) for i, face in jobs]
-            outputs = swapper(center_faces(np.stack(crops), resolution, coverage)) if crops else []
-            for (i, face), out in zip(jobs, outputs):
-                composite(chunk[i], face, out, crop_size, coverage, settings)
-            for frame in chunk:
-                writer.write(frame)
-            swapped_faces += len(jobs)
-            done += len(chunk)
-            progress.update(len(chunk))
-        progress.close()
-        if done != count:
-            raise FacepipeError(f"convert: {index['video']} gave {done} frames, the clip's frames stage saw {count}")
+    layout = Layout(settings, ("original", f"{swap_from} as {people[target_side]}"))
+    model_view = (info["model"]["resolution"], info["coverage"])
+    if photos:
+        writer = PhotoWriter(out, index["photos"], tags)
+        frames = read_photos(frames_dir, index)
+    else:
+        video = media.probe(index["video"])
+        fps = Fraction(index["fps"])
+        writer = media.VideoWriter(out, *layout.output_size(index["width"], index["height"]), fps, audio_from=video,
+                                   audio_start=index["start"] or None, audio_duration=count / float(fps),
+                                   codec=settings["codec"], crf=settings["crf"], preset=settings["preset"], tags=tags,
+                                   keyframes=range_keyframes(settings["frame_ranges"], count))
+        frames = media.read_frames(video, index["start"] or None, index["duration"])
+    with writer:
+        swapped = render(frames, count, by_frame, swapper, model_view, alignments["crop_size"], settings, layout,
+                         writer, out.stem)
     report = {"frames": count, "fps": index["fps"], "frames_with_faces": len(by_frame),
-              "faces_swapped": swapped_faces, "faces_left": len(alignments["faces"]) - len(chosen),
+              "faces_swapped": swapped, "faces_left": len(alignments["faces"]) - len(chosen),
               "swapped_tracks": sorted({face["track"] for face in chosen}),
+              "frame_ranges": settings["frame_ranges"], "side_by_side": settings["side_by_side"],
+              "size": None if photos else list(layout.output_size(index["width"], index["height"])),
               "source": swap_from, "target": people[target_side], "synthetic_tag": bool(tags)}
     if report_path:
         write_json(report_path, report)

@@ -49,8 +49,12 @@ def _fetch_url(url: str, tmp: Path, settings: dict) -> tuple[Path, dict]:
 
 
 def _copy_photos(folder: Path, tmp: Path) -> list[str]:
+    """Copy the photos of a folder (or one photo) into tmp/photos."""
     photos = tmp / "photos"
     photos.mkdir()
+    if folder.is_file():
+        shutil.copy2(folder, photos / folder.name)
+        return [folder.name]
     kept = []
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.suffix.lower() not in media.IMAGE_SUFFIXES:

@@ -77,9 +77,11 @@ def _faces_with_identity(detector: faces.Detector, embedder: faces.Embedder, rgb
 
 
 def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Path, source_dataset: str | Path,
-                  target_dataset: str | Path, settings: dict, swapped_tracks: set[int] | None = None) -> dict:
+                  target_dataset: str | Path, settings: dict, swapped_tracks: set[int] | None = None,
+                  side_by_side: bool = False) -> dict:
     """Scores the faces of `swapped_tracks` (all faces when None); every other pixel,
-    other people's faces included, counts as background."""
+    other people's faces included, counts as background. A side-by-side output is
+    judged by its swapped half, and a scaled one at the input's size."""
     index = json.loads((Path(frames_dir) / "frames.json").read_text())
     alignments = load_alignments(faces_dir)
     boxes: dict[int, list] = {}
@@ -96,6 +98,10 @@ def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Pa
     previous = None
     for i, (original, swapped) in enumerate(tqdm(zip(inputs, media.read_frames(output_info)), total=index["count"],
                                                   desc=f"evaluate {Path(video).stem}", unit="frame")):
+        if side_by_side:
+            swapped = swapped[:, swapped.shape[1] // 2:]
+        if swapped.shape != original.shape:
+            swapped = cv2.resize(swapped, original.shape[1::-1], interpolation=cv2.INTER_AREA)
         if i in still_at:
             stills.append((original, swapped))
         frame_boxes = boxes.get(i, [])
@@ -108,8 +114,6 @@ def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Pa
                 to_source.append(float(np.linalg.norm(embedding - source_mean)))
                 to_target.append(float(np.linalg.norm(embedding - target_mean)))
         frames_scored += len(to_source) > scored_before
-        if swapped.shape != original.shape:
-            continue  # region metrics compare pixels; only an output of the input's size has them
         a, b = original.astype(np.float32), swapped.astype(np.float32)
         face_region = _box_mask(a.shape, frame_boxes)
         if previous is not None and face_region.any():
@@ -160,9 +164,9 @@ def run_pair(model_dir, dataset_a, dataset_b, out, table=None, strip=None) -> di
 
 def run_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, out, settings, table=None,
              strip=None, swap_report=None) -> dict:
-    swapped_tracks = set(json.loads(Path(swap_report).read_text())["swapped_tracks"]) if swap_report else None
+    report = json.loads(Path(swap_report).read_text()) if swap_report else {}
     result, stills = evaluate_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, settings,
-                                   swapped_tracks)
+                                   set(report["swapped_tracks"]) if report else None, report.get("side_by_side", False))
     write_json(out, result)
     _write_table(table, f"Swap metrics: {Path(video).stem}", list(result.items()))
     _write_strip(strip, stills)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import ffmpeg
@@ -111,15 +111,15 @@ def read_frames(info: VideoInfo, start: float | None = None, duration: float | N
     args = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24").compile(cmd=FFMPEG)
     proc = subprocess.Popen(args[:1] + ["-nostdin", "-loglevel", "error"] + args[1:],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    frame_bytes = info.width * info.height * 3
     complete = False
     try:
         while True:
-            buf = proc.stdout.read(frame_bytes)
-            if len(buf) < frame_bytes:
+            # Each frame is read straight into its own writable array: no copies.
+            frame = np.empty((info.height, info.width, 3), np.uint8)
+            if proc.stdout.readinto(memoryview(frame).cast("B")) < frame.nbytes:
                 complete = True
                 break
-            yield np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
+            yield frame
     finally:
         if not complete:  # the caller stopped early: no error to report
             proc.kill()
@@ -132,29 +132,47 @@ def read_frames(info: VideoInfo, start: float | None = None, duration: float | N
             problems += err.splitlines()
 
 
+CODECS = {  # convert.codec: encoder and the options that make its output play everywhere
+    "h264": {"vcodec": "libx264", "pix_fmt": "yuv420p"},
+    "h265": {"vcodec": "libx265", "pix_fmt": "yuv420p", "tag:v": "hvc1", "x265-params": "log-level=error"},
+}
+
+
 class VideoWriter:
-    """Encode RGB frames to mp4 at a fixed rate, muxing audio from a source range.
+    """Encode RGB frames to a video (mp4 with `codec`, or an animated GIF) at a fixed
+    rate, muxing audio from a source range.
 
     The file is written under a temporary name and renamed by `close()`, so an
     interrupted encode never leaves a playable-looking partial video."""
 
     def __init__(self, target: str | Path, width: int, height: int, fps: Fraction,
                  audio_from: VideoInfo | None = None, audio_start: float | None = None,
-                 audio_duration: float | None = None, crf: int = 18, preset: str = "medium",
-                 tags: dict | None = None):
+                 audio_duration: float | None = None, codec: str = "h264", crf: int = 18, preset: str = "medium",
+                 tags: dict | None = None, keyframes: list[int] = ()):
         self.target = Path(target)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.target.with_name(f".{self.target.stem}.partial{self.target.suffix}")
+        self.gif = self.target.suffix.lower() == ".gif"
+        self.tags = tags or {}
         video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
                              framerate=f"{fps.numerator}/{fps.denominator}")
-        streams = [video]
-        out_kwargs = dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset, movflags="use_metadata_tags")
-        if audio_from is not None and audio_from.has_audio:
-            streams.append(_trimmed_input(audio_from.path, audio_start, audio_duration).audio)
-            out_kwargs.update(acodec="aac", audio_bitrate="160k")
+        if self.gif:
+            # A palette per frame: nothing is buffered, so memory stays flat however long the clip.
+            split = video.filter_multi_output("split")
+            palette = split[1].filter("palettegen", stats_mode="single")
+            streams = [ffmpeg.filter([split[0], palette], "paletteuse", new=1)]
+            out_kwargs = {"format": "gif"}
+        else:
+            streams = [video]
+            out_kwargs = dict(CODECS[codec], crf=crf, preset=preset, movflags="use_metadata_tags")
+            if keyframes:  # half a frame early, so rounding cannot push one to the next frame
+                out_kwargs["force_key_frames"] = ",".join(f"{float((i - 0.5) / fps):.6f}" for i in keyframes if i > 0)
+            if audio_from is not None and audio_from.has_audio:
+                streams.append(_trimmed_input(audio_from.path, audio_start, audio_duration).audio)
+                out_kwargs.update(acodec="aac", audio_bitrate="160k")
         args = ffmpeg.output(*streams, str(self.tmp), **out_kwargs).overwrite_output().compile(cmd=FFMPEG)
         meta = []
-        for key, value in (tags or {}).items():
+        for key, value in ({} if self.gif else self.tags).items():
             meta += ["-metadata", f"{key}={value}"]
         at = args.index(str(self.tmp))  # options must precede the output name
         args = args[:1] + ["-nostdin", "-loglevel", "error"] + args[1:at] + meta + args[at:]
@@ -164,7 +182,12 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         assert frame.shape == self.shape, (frame.shape, self.shape)
-        self.proc.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
+        try:
+            self.proc.stdin.write(memoryview(np.ascontiguousarray(frame, np.uint8)).cast("B"))
+        except BrokenPipeError:  # the encoder stopped: say why
+            err = self.proc.stderr.read().decode(errors="replace").strip()
+            raise FacepipeError(f"{self.target}: ffmpeg stopped encoding "
+                                f"({err.splitlines()[-1] if err else 'no message'})") from None
         self.frames += 1
 
     def close(self) -> None:
@@ -173,6 +196,8 @@ class VideoWriter:
         if self.proc.wait() != 0:
             self.tmp.unlink(missing_ok=True)
             raise FacepipeError(f"{self.target}: ffmpeg failed to encode ({err.splitlines()[-1] if err else 'no message'})")
+        if self.gif and self.tags:  # ffmpeg writes no metadata into GIFs: add a comment block
+            self.tmp.write_bytes(gif_with_comment(self.tmp.read_bytes(), self.tags["comment"]))
         self.tmp.replace(self.target)
 
     def abort(self) -> None:
@@ -188,6 +213,49 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def gif_with_comment(data: bytes, comment: str) -> bytes:
+    """Insert a GIF89a comment extension after the header and global colour table."""
+    flags = data[10]
+    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    text = comment.encode("ascii", "replace")
+    blocks = b"".join(bytes([len(text[i:i + 255])]) + text[i:i + 255] for i in range(0, len(text), 255))
+    return data[:at] + b"\x21\xfe" + blocks + b"\x00" + data[at:]
+
+
+def gif_blocks(data: bytes) -> tuple[int, list[str]]:
+    """Walk a GIF's blocks: its frame count and its comments."""
+    def skip_sub_blocks(at: int, collect: list | None = None) -> int:
+        while data[at]:
+            if collect is not None:
+                collect.append(data[at + 1:at + 1 + data[at]])
+            at += 1 + data[at]
+        return at + 1
+
+    flags = data[10]
+    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    frames, comments = 0, []
+    while at < len(data) and data[at] != 0x3B:
+        if data[at] == 0x21:  # extension: label, then sub-blocks
+            parts = [] if data[at + 1] == 0xFE else None
+            at = skip_sub_blocks(at + 2, parts)
+            if parts is not None:
+                comments.append(b"".join(parts).decode("ascii", "replace"))
+        elif data[at] == 0x2C:  # image: descriptor, local colour table, LZW code size, data
+            local = data[at + 9]
+            at += 10 + (3 * 2 ** ((local & 7) + 1) if local & 0x80 else 0) + 1
+            at = skip_sub_blocks(at)
+            frames += 1
+        else:
+            raise FacepipeError(f"not a well-formed GIF (block 0x{data[at]:02x} at byte {at})")
+    return frames, comments
+
+
+def jpeg_with_comment(data: bytes, comment: str) -> bytes:
+    """Insert a JPEG comment (COM) segment after the start-of-image marker."""
+    text = comment.encode("ascii", "replace")[:65000]
+    return data[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + data[2:]
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -57,7 +57,7 @@ def expand_location(location: str, where: str) -> list[Source]:
         return [Source(source_id(location), location, "url")]
     path = Path(location)
     if path.is_file():
-        return [Source(source_id(location), location, "video")]
+        return [Source(source_id(location), location, "photos" if path.suffix.lower() in IMAGE_SUFFIXES else "video")]
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
@@ -94,12 +94,16 @@ class Plan:
                                     "give a photo of this person")
         for swap, spec in config["swaps"].items():
             sources = expand_location(spec["video"], f"{filename}: swaps.{swap}.video")
-            if len(sources) != 1 or sources[0].kind == "photos":
-                raise FacepipeError(f"{filename}: swaps.{swap}.video: {spec['video']} must be one video file or URL")
+            if len(sources) != 1:
+                raise FacepipeError(f"{filename}: swaps.{swap}.video: {spec['video']} holds {len(sources)} sources; "
+                                    "give one video file or URL, one photo, or a folder of photos only")
             self.sources.setdefault(sources[0].id, sources[0])
             name = f"swaps/{swap}"
             self.clips[name] = Clip(name, sources[0].id, native_fps=True,
                                     start=spec.get("start"), duration=spec.get("duration"))
+
+    def swap_is_photos(self, name: str) -> bool:
+        return self.sources[self.clips[f"swaps/{name}"].source].kind == "photos"
 
     def person_clips(self, person: str) -> list[str]:
         return [f"people/{person}/{sid}" for sid in self.person_sources[person]]

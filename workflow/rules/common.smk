@@ -40,9 +40,10 @@ wildcard_constraints:
 def all_targets():
     targets = [f"results/reports/filter/{person}.{ext}" for person in PLAN.person_sources for ext in ("json", "jpg")]
     targets += [f"results/models/{pair}/{name}" for pair in config["pairs"] for name in ("weights.msgpack", "loss.png")]
-    targets += [f"results/swaps/{swap}.mp4" for swap in config["swaps"]]
-    targets += [f"results/metrics/{kind}/{name}.{ext}" for kind, names in (("pairs", config["pairs"]), ("swaps", config["swaps"]))
-                for name in names for ext in ("json", "html", "jpg")]
+    targets += [swap_output(swap) for swap in config["swaps"]]
+    evaluated = (("pairs", config["pairs"]), ("swaps", [s for s in config["swaps"] if not PLAN.swap_is_photos(s)]))
+    targets += [f"results/metrics/{kind}/{name}.{ext}" for kind, names in evaluated for name in names
+                for ext in ("json", "html", "jpg")]
     return targets
 
 
@@ -115,6 +116,17 @@ def pair_people(wildcards):
 
 
 # convert
+def swap_output(swap):
+    """A video swap gives results/swaps/<swap>.<convert.format>; a photo swap a folder."""
+    return f"results/swaps/{swap}" if PLAN.swap_is_photos(swap) else f"results/swaps/{swap}.{PARAMS['convert']['format']}"
+
+
+def swap_names(kind):
+    """A regex of the swaps of one kind ("video" or "photos"), so each has one convert rule."""
+    names = [swap for swap in config["swaps"] if PLAN.swap_is_photos(swap) == (kind == "photos")]
+    return "|".join(names) if names else "(?!)"
+
+
 def swap_model(wildcards):
     model_dir = swap_model_dir(wildcards)
     return {"weights": f"{model_dir}/weights.msgpack", "model": f"{model_dir}/model.json"}
@@ -147,7 +159,7 @@ def evaluate_inputs(wildcards):
     swap = PLAN.swap(name)
     pair = PLAN.pair(swap["pair"])
     target = pair["b"] if swap["from"] == pair["a"] else pair["a"]
-    return {"video": f"results/swaps/{name}.mp4", "swap_report": f"results/swaps/{name}.json",
+    return {"video": swap_output(name), "swap_report": f"results/swaps/{name}.json",
             "frames": f"results/frames/swaps/{name}",
             "faces": f"results/faces/swaps/{name}", "source": f"results/datasets/{swap['from']}",
             "target": f"results/datasets/{target}"}

@@ -1,0 +1,130 @@
+"""Conversion speed (run by hand: `python benchmarks/convert.py`).
+
+Per clip (woman_scene_720p.mp4, one face a frame; two_faces_360p.mp4, two), with the
+original 64 px model (82M parameters; the weights are a fresh initialisation, which
+costs the same as trained ones):
+
+- end to end: frames/s of the whole convert stage as `facepipe convert` runs it
+  (decode, crop, batched model, mask, colour match, blend, encode with audio), with
+  the params.yaml defaults except `convert.max_distance: null` (every face is swapped,
+  so the identity check, a fixed cost per track, is left out);
+- model alone: faces/s of the same batched model call on the same faces, already cut
+  and in memory.
+
+They are measured alternately, `--repeats` times each, in one process, after a warm-up
+run (compiling and loading are not counted). The last line is one JSON object;
+comparisons are under keys ending in `_ratio` (end-to-end frames/s over model-alone
+faces/s, so 1.0 would mean the rest of the work were free)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import jax
+import numpy as np
+from flax import nnx
+
+from facepipe import align, config, convert, detect, download, frames
+from facepipe.fsutil import write_bytes, write_json
+from facepipe.input_pipeline import center_faces
+from facepipe.models import FaceSwapModel, ModelSettings, count_params, weights_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ("woman_scene_720p.mp4", "two_faces_360p.mp4")
+
+
+def make_model(out: Path, settings: dict) -> tuple[FaceSwapModel, dict]:
+    """An untrained original model, saved as the train stage would save it."""
+    model_settings = ModelSettings.from_preset("original")
+    model = FaceSwapModel(model_settings, rngs=nnx.Rngs(0))
+    info = {"people": {"a": "a", "b": "b"}, "preset": "original", "model": model_settings.to_json(),
+            "coverage": settings["coverage"], "crop_size": PARAMS["detect"]["crop_size"],
+            "padding_fraction": align.PADDING_FRACTION, "parameters": count_params(model), "steps": 0}
+    write_bytes(out / "weights.msgpack", weights_bytes(model))
+    write_json(out / "model.json", info)
+    return model, info
+
+
+def prepare(video: Path, work: Path) -> tuple[Path, Path]:
+    """download, frames (every frame) and detect of one clip; returns both folders."""
+    name = video.stem
+    download.run(str(video), "video", name, work / "download" / name, PARAMS["download"])
+    frames_dir, faces_dir = work / "frames" / name, work / "faces" / name
+    frames.run(work / "download" / name, frames_dir, fps=None, start=None, duration=None,
+               jpeg_quality=PARAMS["frames"]["jpeg_quality"])
+    detect.run(frames_dir, faces_dir, PARAMS["detect"], threads=2)
+    return frames_dir, faces_dir
+
+
+def model_inputs(frames_dir: Path, faces_dir: Path, info: dict) -> np.ndarray:
+    alignments = json.loads((faces_dir / "alignments.json").read_text())
+    index = json.loads((frames_dir / "frames.json").read_text())
+    size = alignments["crop_size"]
+    crops = []
+    for face in alignments["faces"]:
+        frame = cv2.cvtColor(cv2.imread(str(frames_dir / index["files"][face["frame"]])), cv2.COLOR_BGR2RGB)
+        crops.append(cv2.warpAffine(frame, np.asarray(face["matrix"]), (size, size), borderMode=cv2.BORDER_REPLICATE))
+    return center_faces(np.stack(crops), info["model"]["resolution"], info["coverage"])
+
+
+def model_alone(swapper: convert.Swapper, faces: np.ndarray) -> float:
+    start = time.perf_counter()
+    swapper(faces)
+    return len(faces) / (time.perf_counter() - start)
+
+
+def end_to_end(frames_dir: Path, faces_dir: Path, model_dir: Path, out: Path, settings: dict) -> float:
+    count = json.loads((frames_dir / "frames.json").read_text())["count"]
+    start = time.perf_counter()
+    convert.run(frames_dir, faces_dir, model_dir, out, "a", model_dir, settings)
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--media", default=os.environ.get("FACEPIPE_MEDIA", ROOT.parent / "shared/media"), type=Path)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    settings = {**PARAMS["convert"], "max_distance": None}
+    result = {"device": str(jax.devices()[0]), "cpus": os.cpu_count(), "batch_size": settings["batch_size"],
+              "preset": "original", "codec": settings["codec"], "encoder_preset": settings["preset"],
+              "color_match": settings["color_match"]}
+    with tempfile.TemporaryDirectory(prefix="facepipe-bench-") as tmp:
+        work = Path(tmp)
+        (work / "model").mkdir()
+        model, info = make_model(work / "model", PARAMS["train"])
+        swapper = convert.Swapper(model, "b", settings["batch_size"])
+        for clip in CLIPS:
+            frames_dir, faces_dir = prepare(args.media / clip, work)
+            faces = model_inputs(frames_dir, faces_dir, info)
+            out = work / f"{Path(clip).stem}.mp4"
+            end_to_end(frames_dir, faces_dir, work / "model", out, settings)  # warm-up: compile, caches
+            model_alone(swapper, faces[:settings["batch_size"]])
+            alone, full = [], []
+            for _ in range(args.repeats):
+                alone.append(model_alone(swapper, faces))
+                full.append(end_to_end(frames_dir, faces_dir, work / "model", out, settings))
+            name = Path(clip).stem
+            frame_count = json.loads((frames_dir / "frames.json").read_text())["count"]
+            result[name] = {"frames": frame_count, "faces": len(faces),
+                            "end_to_end_fps": round(statistics.median(full), 1),
+                            "model_alone_faces_per_s": round(statistics.median(alone), 1),
+                            "end_to_end_fps_runs": [round(v, 1) for v in full],
+                            "model_alone_faces_per_s_runs": [round(v, 1) for v in alone]}
+            result[f"{name}_end_to_end_vs_model_ratio"] = round(statistics.median(full) / statistics.median(alone), 3)
+            print(f"{name}: {result[name]}", file=sys.stderr)
+    print(json.dumps(result))
+
+
+PARAMS = config.load_params(ROOT / "params.yaml")
+
+if __name__ == "__main__":
+    main()
