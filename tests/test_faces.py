@@ -243,7 +243,8 @@ def test_a_photo_folder_with_other_files(media, work, tmp_path):
     assert "skipped 1 file(s) that are not photos: notes.txt" in proc.stdout
     proc = facepipe("frames", "--download", str(download), "--out", str(frames), cwd=work)
     assert "broken.jpg: not a readable image" in proc.stdout
-    assert json.loads((frames / "frames.json").read_text())["count"] == 2
+    index = json.loads((frames / "frames.json").read_text())
+    assert index["count"] == 2 and index["photos"] == ["obama.jpg", "two_people.jpg"]  # frame i is photos[i]
     facepipe("detect", "--frames", str(frames), "--out", str(faces), cwd=work)
     result = alignments(faces)
     assert result["kind"] == "photos" and result["frames_with_faces"] == 2 and result["face_count"] == 3

@@ -34,6 +34,7 @@ def run(download_dir: str | Path, out_dir: str | Path, *, fps: float | None, sta
     with atomic_dir(out_dir) as tmp:
         files = []
         if info["kind"] == "photos":
+            photos = []  # frame i is photo photos[i]: unreadable ones are left out of both
             for name in info["photos"]:
                 try:
                     image = media.read_image(path / name)
@@ -41,8 +42,9 @@ def run(download_dir: str | Path, out_dir: str | Path, *, fps: float | None, sta
                     print(f"frames: skipped {exc}")
                     continue
                 files.append(f"frame_{len(files):06d}.jpg")
+                photos.append(name)
                 media.write_image(tmp / files[-1], image, jpeg_quality)
-            index = {"source": info["source"], "kind": "photos", "fps": None, "photos": info["photos"]}
+            index = {"source": info["source"], "kind": "photos", "fps": None, "photos": photos}
         else:
             video = media.probe(path)
             rate = video.fps if fps is None else Fraction(fps).limit_denominator(1001)
