@@ -13,9 +13,9 @@ from conftest import BIN, copy_project, run, snakemake
 from facepipe.media import audio_duration, probe, read_frames
 
 
-def planned_jobs(project) -> dict[str, int]:
+def planned_jobs(project, *args: str) -> dict[str, int]:
     """Rule -> job count that `snakemake -n` plans."""
-    out = snakemake(project, "-n").stdout
+    out = snakemake(project, "-n", *args).stdout
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:", 1)[1]
@@ -112,3 +112,17 @@ def test_dvc_push_then_pull_in_a_fresh_clone_restores_the_build(built, tmp_path)
     for path in ("results/models/wa_wb/weights.msgpack", "results/swaps/wa_as_wb.mp4"):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
     assert planned_jobs(clone) == {}
+
+
+def test_a_config_given_on_the_command_line_replaces_the_default(built, media, tmp_path):
+    """`--configfile mine.yaml` builds what mine.yaml asks for, not that plus the
+    default config's people and swaps (Snakemake would merge the two)."""
+    project = copy_project(built, tmp_path / "p")
+    mine = {"people": {"man_a": {"sources": [str(media / "man_a.mp4")]},
+                       "man_b": {"sources": [str(media / "man_b.mp4")]}},
+            "pairs": {"ma_mb": {"a": "man_a", "b": "man_b"}},
+            "swaps": {"ma_as_mb": {"pair": "ma_mb", "video": str(media / "man_a.mp4"), "from": "man_a"}}}
+    (project / "mine.yaml").write_text(yaml.safe_dump(mine))
+    jobs = planned_jobs(project, "--configfile", "mine.yaml")
+    assert jobs["train"] == 1 and jobs["download"] == 2 and jobs["convert"] == 1, jobs  # nothing of woman_a/_b
+    assert planned_jobs(project) == {}  # and the project's own config is still built
