@@ -27,12 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import jax
 import numpy as np
 from flax import nnx
 
-from facepipe import align, config, convert, detect, download, frames
+from facepipe import align, config, convert, detect, download, frames, media
 from facepipe.fsutil import write_bytes, write_json
 from facepipe.input_pipeline import center_faces
 from facepipe.models import FaceSwapModel, ModelSettings, count_params, weights_bytes
@@ -67,11 +66,8 @@ def prepare(video: Path, work: Path) -> tuple[Path, Path]:
 def model_inputs(frames_dir: Path, faces_dir: Path, info: dict) -> np.ndarray:
     alignments = json.loads((faces_dir / "alignments.json").read_text())
     index = json.loads((frames_dir / "frames.json").read_text())
-    size = alignments["crop_size"]
-    crops = []
-    for face in alignments["faces"]:
-        frame = cv2.cvtColor(cv2.imread(str(frames_dir / index["files"][face["frame"]])), cv2.COLOR_BGR2RGB)
-        crops.append(cv2.warpAffine(frame, np.asarray(face["matrix"]), (size, size), borderMode=cv2.BORDER_REPLICATE))
+    crops = [convert.cut_face(media.read_image(frames_dir / index["files"][face["frame"]]), face,
+                              alignments["crop_size"]) for face in alignments["faces"]]
     return center_faces(np.stack(crops), info["model"]["resolution"], info["coverage"])
 
 

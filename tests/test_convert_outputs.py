@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import yaml
 
-from conftest import BIN, ROOT, copy_project, run, snakemake
+from conftest import BIN, copy_project, run, snakemake
 from facepipe.convert import range_keyframes
 from facepipe.media import FFMPEG, VideoWriter, audio_duration, gif_blocks, probe, read_frames, read_image
 

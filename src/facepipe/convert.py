@@ -1,10 +1,10 @@
 """convert: render the swap.
 
-For every frame of the swap's clip, each aligned face is encoded and decoded with the
-other person's decoder (in batches), masked with the blurred landmark hull, colour
-matched, warped back and blended; frames without a face pass through untouched. The
-video is encoded at the source rate with the source audio of the same range, and its
-container is tagged as synthetic media."""
+For every frame of the swap's clip, each aligned face of the source person is encoded
+and decoded with the other person's decoder (in batches), masked, colour matched,
+sharpened, warped back and blended; other frames and faces pass through untouched. The
+output (a video at the source rate with the source audio of the same range, a GIF, or
+photos under their own names) is tagged as synthetic media."""
 
 from __future__ import annotations
 
@@ -145,14 +145,20 @@ class Swapper:
         return self.collect(self.submit(faces))
 
 
+def cut_face(frame: np.ndarray, face: dict, crop_size: int) -> np.ndarray:
+    """The face's aligned crop of `frame`."""
+    return cv2.warpAffine(frame, np.asarray(face["matrix"], np.float64), (crop_size, crop_size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int, coverage: float,
-              settings: dict) -> None:
-    """Blend one swapped face (model output, float [0,1]) into `frame` in place."""
+              settings: dict, crop: np.ndarray | None = None) -> None:
+    """Blend one swapped face (model output, float [0,1]) into `frame` in place. `crop`
+    is the face's aligned crop of the frame, when the caller has already cut it."""
     matrix = np.asarray(face["matrix"], np.float64)
     region = int(round(crop_size * coverage))
     pad = (crop_size - region) // 2
-    original = cv2.warpAffine(frame, matrix, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    original = (cut_face(frame, face, crop_size) if crop is None else crop).astype(np.float32)
     new = original.copy()
     new[pad:pad + region, pad:pad + region] = cv2.resize(swapped * 255.0, (region, region),
                                                          interpolation=cv2.INTER_CUBIC)
@@ -184,7 +190,7 @@ def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int
     frame[y0:y1, x0:x1] = np.clip(blended, 0, 255).round().astype(np.uint8)
 
 
-SHARPEN = ("none", "box", "gaussian", "unsharp")
+UNSHARP_THRESHOLD = 4.0  # levels of 255: changes smaller than this are noise, not edges
 
 
 def sharpen(face: np.ndarray, method: str, amount: float, radius: float) -> np.ndarray:
@@ -200,9 +206,6 @@ def sharpen(face: np.ndarray, method: str, amount: float, radius: float) -> np.n
     if method == "unsharp":
         detail = np.where(np.abs(detail) > UNSHARP_THRESHOLD, detail, 0)
     return face + amount * detail
-
-
-UNSHARP_THRESHOLD = 4.0  # levels of 255: changes smaller than this are noise, not edges
 
 
 def seamless_clone(new: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -312,23 +315,15 @@ class PhotoWriter:
     whole (written beside it, then renamed)."""
 
     def __init__(self, target: Path, names: list[str], tags: dict):
-        self.names, self.comment, self.frames = names, tags.get("comment"), 0
-        self._dir = atomic_dir(target)
-        self.folder = self._dir.__enter__()
+        self.target, self.names, self.comment, self.frames = target, names, tags.get("comment"), 0
 
     def write(self, frame: np.ndarray) -> None:
-        name = self.folder / self.names[self.frames]
-        ok, buf = cv2.imencode(name.suffix if name.suffix.lower() in (".png", ".jpg", ".jpeg") else ".jpg",
-                               cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:
-            raise FacepipeError(f"{name}: could not encode image")
-        data = buf.tobytes()
-        if self.comment and data[:2] == b"\xff\xd8":
-            data = media.jpeg_with_comment(data, self.comment)
-        name.write_bytes(data)
+        media.write_image(self.folder / self.names[self.frames], frame, comment=self.comment)
         self.frames += 1
 
     def __enter__(self):
+        self._dir = atomic_dir(self.target)
+        self.folder = self._dir.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -367,12 +362,11 @@ def render(frames: Iterator[np.ndarray], count: int, by_frame: dict[int, list[di
 
     def prepare(first: int, chunk: list) -> tuple:
         jobs = [(i, face) for i in range(len(chunk)) for face in by_frame.get(first + i, [])]
-        pending = None
+        crops = pending = None
         if jobs:
-            crops = np.stack([cv2.warpAffine(chunk[i], np.asarray(face["matrix"]), (crop_size, crop_size),
-                                             borderMode=cv2.BORDER_REPLICATE) for i, face in jobs])
+            crops = np.stack([cut_face(chunk[i], face, crop_size) for i, face in jobs])
             pending = swapper.submit(center_faces(crops, resolution, coverage))
-        return chunk, jobs, pending
+        return chunk, jobs, crops, pending
 
     def offer(item) -> bool:
         """Queue `item` unless the consumer has stopped (then it would wait forever)."""
@@ -394,11 +388,12 @@ def render(frames: Iterator[np.ndarray], count: int, by_frame: dict[int, list[di
             while (item := chunks.get()) is not None:
                 if isinstance(item, Exception):
                     raise item
-                chunk, jobs, pending = item
+                chunk, jobs, crops, pending = item
                 # Frames are composited in place; side by side needs the originals kept.
                 new_frames = [frame.copy() for frame in chunk] if layout.side_by_side else chunk
-                for (i, face), drawn in zip(jobs, swapper.collect(pending) if pending else []):
-                    composite(new_frames[i], face, drawn, crop_size, coverage, settings)
+                if jobs:
+                    for (i, face), crop, drawn in zip(jobs, crops, swapper.collect(pending)):
+                        composite(new_frames[i], face, drawn, crop_size, coverage, settings, crop)
                 for original, frame in zip(chunk, new_frames):
                     writer.write(layout(original, frame))
                 swapped += len(jobs)
@@ -449,13 +444,14 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     tags = media.SYNTHETIC_TAGS if settings["tag_synthetic"] else {}
     layout = Layout(settings, ("original", f"{swap_from} as {people[target_side]}"))
     model_view = (info["model"]["resolution"], info["coverage"])
+    size = None if photos else layout.output_size(index["width"], index["height"])
     if photos:
         writer = PhotoWriter(out, index["photos"], tags)
         frames = read_photos(frames_dir, index)
     else:
         video = media.probe(index["video"])
         fps = Fraction(index["fps"])
-        writer = media.VideoWriter(out, *layout.output_size(index["width"], index["height"]), fps, audio_from=video,
+        writer = media.VideoWriter(out, *size, fps, audio_from=video,
                                    audio_start=index["start"] or None, audio_duration=count / float(fps),
                                    codec=settings["codec"], crf=settings["crf"], preset=settings["preset"], tags=tags,
                                    keyframes=range_keyframes(settings["frame_ranges"], count))
@@ -467,7 +463,7 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
               "faces_swapped": swapped, "faces_left": len(alignments["faces"]) - len(chosen),
               "swapped_tracks": sorted({face["track"] for face in chosen}),
               "frame_ranges": settings["frame_ranges"], "side_by_side": settings["side_by_side"],
-              "size": None if photos else list(layout.output_size(index["width"], index["height"])),
+              "size": size and list(size),
               "source": swap_from, "target": people[target_side], "synthetic_tag": bool(tags)}
     if report_path:
         write_json(report_path, report)

@@ -215,10 +215,15 @@ class VideoWriter:
             self.abort()
 
 
-def gif_with_comment(data: bytes, comment: str) -> bytes:
-    """Insert a GIF89a comment extension after the header and global colour table."""
+def _gif_blocks_start(data: bytes) -> int:
+    """Where a GIF's blocks begin: after the header, screen descriptor and global colour table."""
     flags = data[10]
-    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    return 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+
+
+def gif_with_comment(data: bytes, comment: str) -> bytes:
+    """Insert a GIF89a comment extension before the GIF's first block."""
+    at = _gif_blocks_start(data)
     text = comment.encode("ascii", "replace")
     blocks = b"".join(bytes([len(text[i:i + 255])]) + text[i:i + 255] for i in range(0, len(text), 255))
     return data[:at] + b"\x21\xfe" + blocks + b"\x00" + data[at:]
@@ -233,8 +238,7 @@ def gif_blocks(data: bytes) -> tuple[int, list[str]]:
             at += 1 + data[at]
         return at + 1
 
-    flags = data[10]
-    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    at = _gif_blocks_start(data)
     frames, comments = 0, []
     while at < len(data) and data[at] != 0x3B:
         if data[at] == 0x21:  # extension: label, then sub-blocks
@@ -266,12 +270,16 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
+def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95, comment: str | None = None) -> None:
+    """Write a photo in the format its suffix names; `comment` goes into a JPEG's COM segment."""
     ok, buf = cv2.imencode(Path(path).suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise FacepipeError(f"{path}: could not encode image")
-    Path(path).write_bytes(buf.tobytes())
+    data = buf.tobytes()
+    if comment and data[:2] == b"\xff\xd8":
+        data = jpeg_with_comment(data, comment)
+    Path(path).write_bytes(data)
 
 
 def audio_duration(path: str | Path) -> float | None:
