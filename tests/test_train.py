@@ -120,21 +120,20 @@ def test_two_devices_train_like_one(built, tmp_path):
     for devices in (1, 2):
         environment = env()
         environment["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-        proc = subprocess.run(_train(built, tmp_path, f"devices{devices}", 20), cwd=tmp_path, env=environment,
+        proc = subprocess.run(_train(built, tmp_path, f"devices{devices}", 10), cwd=tmp_path, env=environment,
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         logs[devices] = proc.stdout + proc.stderr
         with open(tmp_path / f"devices{devices}/model/loss.csv") as f:
             losses[devices] = np.array([[float(r["loss_a"]), float(r["loss_b"])] for r in csv.DictReader(f)])
     assert "data parallel over 2 devices" in logs[2] and "data parallel" not in logs[1]
-    assert losses[1].shape == losses[2].shape == (20, 2)
-    # The first step sees the same weights and data: only the summation order differs.
-    np.testing.assert_allclose(losses[2][0], losses[1][0], rtol=1e-5)
-    # Adam then amplifies that rounding step by step (about 1e-4 by step 10 on this machine);
-    # a step that saw only one device's half of the batch would be off by far more.
-    np.testing.assert_allclose(losses[2][:5], losses[1][:5], rtol=1e-4)
-    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-2)
-    assert (losses[1][-5:].mean(0) < losses[1][:5].mean(0)).all()  # and it learns
+    assert losses[1].shape == losses[2].shape == (10, 2)
+    # Only the summation order differs: measured at most 2.3e-5 over the first 5 steps. Gradients
+    # from half the batch were off by 4.6e-4 at step 2 and 1.2e-2 at step 4. Later steps are not
+    # compared: Adam amplifies rounding chaotically (4.7e-2 by step 19 in one CI run).
+    np.testing.assert_allclose(losses[2][:5], losses[1][:5], rtol=2e-4)
+    for loss in losses.values():
+        assert (loss[-5:].mean(0) < loss[:5].mean(0)).all()  # both learn
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_refused(built, tmp_path):
