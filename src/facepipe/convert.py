@@ -312,10 +312,13 @@ class Layout:
 
 class PhotoWriter:
     """Photos out: each swapped photo under its original name, in a folder that appears
-    whole (written beside it, then renamed)."""
+    whole (written beside it, then renamed). A tagged photo whose format cannot carry the
+    tag (BMP, TIFF) is written as PNG under its own stem."""
 
     def __init__(self, target: Path, names: list[str], tags: dict):
-        self.target, self.names, self.comment, self.frames = target, names, tags.get("comment"), 0
+        self.target, self.comment, self.frames = target, tags.get("comment"), 0
+        self.names = [name if not self.comment or Path(name).suffix.lower() in media.COMMENT_SUFFIXES
+                      else f"{Path(name).stem}.png" for name in names]
 
     def write(self, frame: np.ndarray) -> None:
         media.write_image(self.folder / self.names[self.frames], frame, comment=self.comment)

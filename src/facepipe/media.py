@@ -4,8 +4,10 @@ ffmpeg-python: arguments are lists, never a shell string)."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 import subprocess
+import zlib
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -19,9 +21,11 @@ from .errors import FacepipeError
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# Photo formats that can carry the synthetic-media comment.
+COMMENT_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".flv"}
 SYNTHETIC_TAGS = {
-    "comment": "Synthetic media: faces in this video were replaced by facepipe (AI face swap).",
+    "comment": "Synthetic media: faces in this file were replaced by facepipe (AI face swap).",
     "synthetic_media": "true",
 }
 
@@ -262,6 +266,27 @@ def jpeg_with_comment(data: bytes, comment: str) -> bytes:
     return data[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + data[2:]
 
 
+def png_with_comment(data: bytes, comment: str) -> bytes:
+    """Insert a tEXt "Comment" chunk after IHDR (signature 8 bytes + IHDR chunk 25)."""
+    body = b"tEXt" + b"Comment\0" + comment.encode("latin-1", "replace")
+    chunk = (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    return data[:33] + chunk + data[33:]
+
+
+def webp_with_comment(data: bytes, comment: str, width: int, height: int) -> bytes:
+    """Make a simple (VP8/VP8L) WebP an extended one carrying an XMP packet whose
+    dc:description is the comment; WebP has no plain comment field."""
+    def chunk(fourcc: bytes, payload: bytes) -> bytes:
+        return fourcc + len(payload).to_bytes(4, "little") + payload + b"\0" * (len(payload) % 2)
+
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description>'
+           f'{html.escape(comment)}</dc:description></rdf:Description></rdf:RDF></x:xmpmeta>').encode()
+    vp8x = chunk(b"VP8X", bytes([0x04, 0, 0, 0]) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little"))
+    body = b"WEBP" + vp8x + data[12:] + chunk(b"XMP ", xmp)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read a photo as RGB, honouring EXIF orientation."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -271,14 +296,25 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95, comment: str | None = None) -> None:
-    """Write a photo in the format its suffix names; `comment` goes into a JPEG's COM segment."""
-    ok, buf = cv2.imencode(Path(path).suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    """Write a photo in the format its suffix names. `comment` goes into a JPEG's COM
+    segment, a PNG's tEXt chunk or a WebP's XMP; other formats cannot take it (see
+    `COMMENT_SUFFIXES`)."""
+    suffix = Path(path).suffix.lower()
+    if comment and suffix not in COMMENT_SUFFIXES:
+        raise FacepipeError(f"{path}: a {suffix} file cannot carry a comment; write {', '.join(COMMENT_SUFFIXES)}")
+    quality_flag = {".jpg": cv2.IMWRITE_JPEG_QUALITY, ".jpeg": cv2.IMWRITE_JPEG_QUALITY,
+                    ".webp": cv2.IMWRITE_WEBP_QUALITY}.get(suffix)
+    ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [quality_flag, quality] if quality_flag is not None else [])
     if not ok:
         raise FacepipeError(f"{path}: could not encode image")
     data = buf.tobytes()
-    if comment and data[:2] == b"\xff\xd8":
+    if comment and suffix in (".jpg", ".jpeg"):
         data = jpeg_with_comment(data, comment)
+    elif comment and suffix == ".png":
+        data = png_with_comment(data, comment)
+    elif comment:
+        data = webp_with_comment(data, comment, rgb.shape[1], rgb.shape[0])
     Path(path).write_bytes(data)
 
 
