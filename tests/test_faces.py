@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, run
+from conftest import BIN, ROOT, env, run
 from facepipe.media import FFMPEG, VideoWriter, probe, read_frames
 
 # two_faces_360p.mp4, checked by eye on the contact sheets once: a wide stage shot
@@ -210,6 +210,30 @@ def test_damaged_video_keeps_every_frame_and_says_so(media, work, tmp_path):
     assert index["count"] == 354 and index["decode_errors"] > 0
     facepipe("detect", "--frames", str(frames), "--out", str(work / "faces/damaged"), cwd=work)
     assert alignments(work / "faces/damaged")["frames_with_faces"] >= 340
+
+
+def test_a_badly_damaged_long_video_does_not_stall_the_decoder(media, work, tmp_path):
+    """ffmpeg's error messages for this video (about 145 KB) would fill a pipe that is only
+    read at the end; decoding must still finish (it stalled forever when they went to one)."""
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"file '{media / 'two_faces_360p.mp4'}'\n" * 4)
+    video = tmp_path / "long.mp4"
+    subprocess.run([FFMPEG, "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
+                    str(video)], check=True)
+    data = bytearray(video.read_bytes())
+    rng = np.random.default_rng(0)
+    for at in rng.integers(len(data) // 10, len(data) * 8 // 10, 8000):
+        data[at:at + 64] = rng.integers(0, 256, 64, np.uint8).tobytes()
+    video.write_bytes(bytes(data))
+    download, frames = work / "download/long", work / "frames/long"
+    facepipe("download", "--source", str(video), "--kind", "video", "--id", "long", "--out", str(download), cwd=work)
+    command = [str(BIN / "facepipe"), "frames", "--params", str(ROOT / "params.yaml"), "--download", str(download),
+               "--out", str(frames), "--native-fps"]
+    proc = subprocess.run(command, cwd=work, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    index = json.loads((frames / "frames.json").read_text())
+    assert index["count"] == 1201 and index["decode_errors"] > 1000
+    assert "long.mp4 is damaged" in proc.stdout
 
 
 def test_a_video_that_starts_without_a_face(media, work, tmp_path):

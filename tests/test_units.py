@@ -176,3 +176,19 @@ def test_conv_as_matmul_equals_the_conv(stride, kernel):
     np.testing.assert_allclose(dx, plain_x, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(params.kernel[...], plain_params.kernel[...], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(params.bias[...], plain_params.bias[...], rtol=1e-4, atol=1e-5)
+
+
+def test_outputs_get_the_modes_of_any_new_file(tmp_path):
+    """Atomic outputs start private (mkstemp/mkdtemp) but must not end up so: others
+    sharing the project or the DVC cache need to read them."""
+    import os
+
+    from facepipe.fsutil import atomic_dir, write_json
+
+    write_json(tmp_path / "out.json", {"a": 1})
+    with atomic_dir(tmp_path / "folder") as folder:
+        (folder / "x").write_text("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask

@@ -7,6 +7,7 @@ import dataclasses
 import html
 import re
 import subprocess
+import tempfile
 import zlib
 from collections.abc import Iterator
 from fractions import Fraction
@@ -113,8 +114,11 @@ def read_frames(info: VideoInfo, start: float | None = None, duration: float | N
     if fps is not None:
         stream = stream.filter("fps", fps=str(fps))
     args = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24").compile(cmd=FFMPEG)
+    # ffmpeg's messages go to a file: a pipe nobody reads while frames flow would fill
+    # up on a badly damaged video and stall both processes.
+    messages = tempfile.TemporaryFile()
     proc = subprocess.Popen(args[:1] + ["-nostdin", "-loglevel", "error"] + args[1:],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=messages)
     complete = False
     try:
         while True:
@@ -128,12 +132,20 @@ def read_frames(info: VideoInfo, start: float | None = None, duration: float | N
         if not complete:  # the caller stopped early: no error to report
             proc.kill()
         proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace").strip()
-        proc.stderr.close()
-        if proc.wait() != 0 and complete and err:
+        returncode = proc.wait()
+        err = _read_messages(messages)
+        if returncode != 0 and complete and err:
             raise FacepipeError(f"{info.path}: ffmpeg could not decode it ({err.splitlines()[-1]})")
         if problems is not None and err:
             problems += err.splitlines()
+
+
+def _read_messages(messages) -> str:
+    """What ffmpeg wrote to its messages file, which is then closed (and so deleted)."""
+    messages.seek(0)
+    text = messages.read().decode(errors="replace").strip()
+    messages.close()
+    return text
 
 
 CODECS = {  # convert.codec: encoder and the options that make its output play everywhere
@@ -184,7 +196,8 @@ class VideoWriter:
             meta += ["-metadata", f"{key}={value}"]
         at = args.index(str(self.tmp))  # options must precede the output name
         args = args[:1] + ["-nostdin", "-loglevel", "error"] + args[1:at] + meta + args[at:]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.messages = tempfile.TemporaryFile()  # not a pipe: see read_frames
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=self.messages)
         self.shape = (height, width, 3)
         self.frames = 0
 
@@ -196,15 +209,17 @@ class VideoWriter:
         try:
             self.proc.stdin.write(memoryview(data).cast("B"))
         except BrokenPipeError:  # the encoder stopped: say why
-            err = self.proc.stderr.read().decode(errors="replace").strip()
+            self.proc.wait()
+            err = _read_messages(self.messages)
             raise FacepipeError(f"{self.target}: ffmpeg stopped encoding "
                                 f"({err.splitlines()[-1] if err else 'no message'})") from None
         self.frames += 1
 
     def close(self) -> None:
         self.proc.stdin.close()
-        err = self.proc.stderr.read().decode(errors="replace").strip()
-        if self.proc.wait() != 0:
+        returncode = self.proc.wait()
+        err = _read_messages(self.messages)
+        if returncode != 0:
             self.tmp.unlink(missing_ok=True)
             raise FacepipeError(f"{self.target}: ffmpeg failed to encode ({err.splitlines()[-1] if err else 'no message'})")
         if self.gif and self.tags:  # ffmpeg writes no metadata into GIFs: add a comment block
@@ -214,6 +229,7 @@ class VideoWriter:
     def abort(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        self.messages.close()
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self):
