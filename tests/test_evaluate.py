@@ -70,3 +70,17 @@ def test_report_has_every_section_and_image(built, tmp_path):
         assert f'"{name}"' in page, name
     # embedded, not linked: the page works on its own
     assert page.count("data:image/png") >= 2 and page.count("data:image/jpeg") >= 4
+
+
+def test_only_the_faces_convert_swapped_are_scored(built, tmp_path, monkeypatch):
+    """With frame ranges, the faces outside them were left alone: they are background,
+    not failed swaps."""
+    from test_convert_outputs import convert
+
+    _, report = convert(built, tmp_path, "ranges.mp4", frame_ranges=[[10, 20], [40, 45]])
+    assert list(report["swapped_runs"].values()) == [[[10, 20], [40, 45]]]  # woman_a: one track
+    everything, _ = evaluate_swap(tmp_path / "ranges.mp4", **swap_inputs(built, monkeypatch))
+    result, _ = evaluate_swap(tmp_path / "ranges.mp4", **swap_inputs(built, monkeypatch),
+                              swapped_runs=report["swapped_runs"])
+    assert everything["faces_scored"] >= 55 and 10 <= result["faces_scored"] <= 17
+    assert result["frames_scored"] == result["faces_scored"]

@@ -22,7 +22,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from . import align, identity, media
-from .detect import load_alignments
+from .detect import load_alignments, load_frames_index
 from .errors import FacepipeError
 from .fsutil import atomic_dir, write_json
 from .input_pipeline import center_faces
@@ -270,6 +270,19 @@ def selected_frames(ranges: list | None, count: int) -> set[int] | None:
     return chosen
 
 
+def swapped_runs(chosen: list[dict]) -> dict[str, list[list[int]]]:
+    """Exactly which faces were swapped, compactly: per track, its runs of consecutive
+    frames as [first, last] (a track has one face a frame)."""
+    runs: dict[str, list[list[int]]] = {}
+    for face in sorted(chosen, key=lambda f: (f["track"], f["frame"])):
+        track = runs.setdefault(str(face["track"]), [])
+        if track and track[-1][1] == face["frame"] - 1:
+            track[-1][1] = face["frame"]
+        else:
+            track.append([face["frame"], face["frame"]])
+    return runs
+
+
 def range_keyframes(ranges: list | None, count: int) -> list[int]:
     """Keyframes where each swapped range starts and ends: then no frame outside a range
     is predicted from a swapped one, and each decodes exactly as the untouched clip
@@ -417,7 +430,7 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     photos for a photo source. Everything that can be wrong is checked before the
     first frame is decoded."""
     frames_dir, out = Path(frames_dir), Path(out)
-    index = json.loads((frames_dir / "frames.json").read_text())
+    index = load_frames_index(frames_dir)
     alignments = load_alignments(faces_dir)
     model, info = load_model(model_dir)
     check_model_fits(info, alignments, Path(model_dir), Path(faces_dir))
@@ -464,7 +477,7 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
                          writer, out.stem)
     report = {"frames": count, "fps": index["fps"], "frames_with_faces": len(by_frame),
               "faces_swapped": swapped, "faces_left": len(alignments["faces"]) - len(chosen),
-              "swapped_tracks": sorted({face["track"] for face in chosen}),
+              "swapped_tracks": sorted({face["track"] for face in chosen}), "swapped_runs": swapped_runs(chosen),
               "frame_ranges": settings["frame_ranges"], "side_by_side": settings["side_by_side"],
               "size": size and list(size),
               "source": swap_from, "target": people[target_side], "synthetic_tag": bool(tags)}

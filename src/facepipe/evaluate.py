@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from . import faces, figures, identity, media
 from .convert import load_model
-from .detect import load_alignments
+from .detect import load_alignments, load_frames_index
+from .errors import FacepipeError
 from .fsutil import atomic_path, write_json
 from .input_pipeline import center_faces, load_dataset
 from .models import FaceSwapModel, ModelSettings
@@ -33,7 +34,7 @@ def _rebuild(model: FaceSwapModel, faces: np.ndarray, side: str) -> np.ndarray:
                            for i in range(0, len(faces), BATCH)])
 
 
-def evaluate_pair(model_dir: str | Path, dataset_a: str | Path, dataset_b: str | Path) -> dict:
+def evaluate_pair(model_dir: str | Path, dataset_a: str | Path, dataset_b: str | Path) -> tuple[dict, list]:
     model, info = load_model(model_dir)
     untrained = FaceSwapModel(ModelSettings.from_json(info["model"]), rngs=nnx.Rngs(0))
     resolution, coverage = info["model"]["resolution"], info["coverage"]
@@ -77,16 +78,20 @@ def _faces_with_identity(detector: faces.Detector, embedder: faces.Embedder, rgb
 
 
 def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Path, source_dataset: str | Path,
-                  target_dataset: str | Path, settings: dict, swapped_tracks: set[int] | None = None,
-                  side_by_side: bool = False) -> dict:
-    """Scores the faces of `swapped_tracks` (all faces when None); every other pixel,
-    other people's faces included, counts as background. A side-by-side output is
-    judged by its swapped half, and a scaled one at the input's size."""
-    index = json.loads((Path(frames_dir) / "frames.json").read_text())
+                  target_dataset: str | Path, settings: dict, swapped_runs: dict[str, list] | None = None,
+                  side_by_side: bool = False) -> tuple[dict, list]:
+    """Scores the faces convert swapped (`swapped_runs` of its report: per track, runs of
+    frames; all faces when None); every other pixel, faces left alone included, counts as
+    background. A side-by-side output is judged by its swapped half, and a scaled one at
+    the input's size. Returns the metrics and still (original, swapped) pairs."""
+    index = load_frames_index(Path(frames_dir))
     alignments = load_alignments(faces_dir)
+    swapped = None if swapped_runs is None else {
+        (int(track), frame) for track, runs in swapped_runs.items() for first, last in runs
+        for frame in range(first, last + 1)}
     boxes: dict[int, list] = {}
     for face in alignments["faces"]:
-        if swapped_tracks is None or face["track"] in swapped_tracks:
+        if swapped is None or (face["track"], face["frame"]) in swapped:
             boxes.setdefault(face["frame"], []).append(face["box"])
     source_mean, target_mean = identity.person_embedding(source_dataset), identity.person_embedding(target_dataset)
     detector, embedder = faces.Detector(0.5), faces.Embedder()
@@ -164,9 +169,11 @@ def run_pair(model_dir, dataset_a, dataset_b, out, table=None, strip=None) -> di
 
 def run_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, out, settings, table=None,
              strip=None, swap_report=None) -> dict:
+    if swap_report and not Path(swap_report).is_file():
+        raise FacepipeError(f"{swap_report}: convert's report is missing; run convert first")
     report = json.loads(Path(swap_report).read_text()) if swap_report else {}
     result, stills = evaluate_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, settings,
-                                   set(report["swapped_tracks"]) if report else None, report.get("side_by_side", False))
+                                   report.get("swapped_runs") if report else None, report.get("side_by_side", False))
     write_json(out, result)
     _write_table(table, f"Swap metrics: {Path(video).stem}", list(result.items()))
     _write_strip(strip, stills)
