@@ -192,3 +192,26 @@ def test_outputs_get_the_modes_of_any_new_file(tmp_path):
     os.umask(umask)
     assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_frame_rates_as_ffmpeg_prints_them():
+    from fractions import Fraction
+
+    from facepipe.media import parse_fps
+
+    assert parse_fps("29.97") == Fraction(30000, 1001) and parse_fps("25") == 25 and parse_fps("1k") == 1000
+
+
+def test_names_never_start_like_an_option():
+    assert not source_id("videos/-clip.mp4").startswith("-")
+    config = {"people": {"-bob": {"sources": ["x"]}, "b": {"sources": ["y"]}},
+              "pairs": {"ab": {"a": "-bob", "b": "b"}}, "swaps": {}}
+    with pytest.raises(FacepipeError, match=r"people: .-bob. is not a valid name: .*not starting with"):
+        check_config(config, "cfg.yaml")
+
+
+def test_a_holdout_of_zero_is_refused_by_name():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["filter"]["holdout"] = 0
+    with pytest.raises(FacepipeError, match=r"^params.yaml: filter.holdout: 0 is less than or equal to the minimum"):
+        check_params(params)

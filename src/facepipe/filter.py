@@ -153,8 +153,12 @@ def _write_dataset(out_dir, person: str, kept: list[dict], mean_embedding, sampl
             records.append({"file": name, "clip": clip.dir.name, "frame": face["frame"], "face": face["face"],
                             "track": face["track"][1],
                             "split": "holdout" if is_holdout(name, settings["holdout"]) else "train"})
+        # Whatever the hashes say, a person with 2 faces or more has both splits: training
+        # needs one, evaluate the other.
         if len(records) > 1 and all(r["split"] == "holdout" for r in records):
             records[0]["split"] = "train"
+        if len(records) > 1 and all(r["split"] == "train" for r in records):
+            records[-1]["split"] = "holdout"
         index = {"person": person, "faces": records,
                  "identity": {"embedding": None if mean_embedding is None else mean_embedding.round(5).tolist(),
                               "samples": samples}}

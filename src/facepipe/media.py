@@ -48,9 +48,7 @@ class VideoInfo:
 
 def parse_fps(text: str) -> Fraction:
     """ffmpeg prints rates rounded to two decimals; recover NTSC rates such as 30000/1001."""
-    value = float(text)
-    if text.endswith("k"):
-        value *= 1000
+    value = float(text[:-1]) * 1000 if text.endswith("k") else float(text)
     if abs(value - round(value)) < 1e-6:
         return Fraction(round(value))
     ntsc = round(value * 1.001)

@@ -35,7 +35,8 @@ def is_url(location: str) -> bool:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:40] or "source"
+    # Never a leading "-": ids are passed as command-line values.
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_-")[:40] or "source"
 
 
 def source_id(location: str) -> str:
