@@ -86,7 +86,9 @@ def test_side_by_side_is_twice_as_wide_with_the_original_on_the_left(built, tmp_
 
 
 def test_gif_output_opens_with_every_frame_and_the_synthetic_tag(built, tmp_path):
-    _, report = convert(built, tmp_path, "swap.gif", output_scale=0.5)
+    proc, _ = convert(built, tmp_path, "swap.mp4", check=False, format="gif")
+    assert proc.returncode == 1 and "swap.mp4 is not a .gif file, which params.yaml's convert.format" in proc.stderr
+    _, report = convert(built, tmp_path, "swap.gif", format="gif", output_scale=0.5)
     data = (tmp_path / "swap.gif").read_bytes()
     assert data[:6] == b"GIF89a"
     frames, comments = gif_blocks(data)

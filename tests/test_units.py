@@ -215,3 +215,12 @@ def test_a_holdout_of_zero_is_refused_by_name():
     params["filter"]["holdout"] = 0
     with pytest.raises(FacepipeError, match=r"^params.yaml: filter.holdout: 0 is less than or equal to the minimum"):
         check_params(params)
+
+
+def test_photos_that_would_share_an_output_name_are_refused(tmp_path):
+    from facepipe.convert import PhotoWriter
+    from facepipe.media import SYNTHETIC_TAGS
+
+    with pytest.raises(FacepipeError, match=r"photos a\.png and a\.bmp would both be written as a\.png"):
+        PhotoWriter(tmp_path / "out", ["a.png", "a.bmp"], SYNTHETIC_TAGS)
+    assert PhotoWriter(tmp_path / "out", ["a.png", "a.bmp"], {}).names == ["a.png", "a.bmp"]  # untagged: kept

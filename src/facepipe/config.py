@@ -43,7 +43,8 @@ def check_schema(data: dict, name: str, filename: str) -> None:
         return
     message = error.message
     if error.validator == "pattern":  # the only patterns are the name rule's
-        message = f"{error.instance!r} is not a valid name: use letters, digits, '_' and '-' only, not starting with '-'"
+        message = (f"{error.instance!r} is not a valid name: use letters, digits, '_' and '-' only, "
+                   "not starting with '-'")
     raise FacepipeError(f"{filename}: {_location(error)}: {message}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -332,6 +332,13 @@ class PhotoWriter:
         self.target, self.comment, self.frames = target, tags.get("comment"), 0
         self.names = [name if not self.comment or Path(name).suffix.lower() in media.COMMENT_SUFFIXES
                       else f"{Path(name).stem}.png" for name in names]
+        sources: dict[str, str] = {}
+        for source, name in zip(names, self.names):
+            if name in sources:
+                raise FacepipeError(f"convert: photos {sources[name]} and {source} would both be written as {name} "
+                                    "(BMP and TIFF photos come out as PNG, to carry the synthetic-media tag); "
+                                    "rename one of them")
+            sources[name] = source
 
     def write(self, frame: np.ndarray) -> None:
         media.write_image(self.folder / self.names[self.frames], frame, comment=self.comment)
@@ -351,7 +358,7 @@ def read_photos(frames_dir: Path, index: dict) -> Iterator[np.ndarray]:
         yield media.read_image(frames_dir / name)
 
 
-def render(frames: Iterator[np.ndarray], count: int, by_frame: dict[int, list[dict]], swapper: Swapper,
+def render(frames: Generator[np.ndarray], count: int, by_frame: dict[int, list[dict]], swapper: Swapper,
            model_view: tuple[int, float], crop_size: int, settings: dict, layout: Layout, writer, label: str) -> int:
     """Swap, composite and write every frame, as a pipeline: a thread decodes chunks of
     frames, cuts their faces and hands them to the model (which runs on its own
@@ -375,6 +382,8 @@ def render(frames: Iterator[np.ndarray], count: int, by_frame: dict[int, list[di
             offer(None)
         except Exception as exc:  # handed to the consumer, which raises it
             offer(exc)
+        finally:
+            frames.close()  # stops the decoding ffmpeg now, also when the consumer has quit
 
     def prepare(first: int, chunk: list) -> tuple:
         jobs = [(i, face) for i in range(len(chunk)) for face in by_frame.get(first + i, [])]
@@ -451,6 +460,9 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     if photos == (out.suffix != ""):
         raise FacepipeError(f"convert: {out}: a {'photo folder' if photos else 'video'} swap needs "
                             f"{'a folder (no suffix)' if photos else 'an .mp4 or .gif file'} as output")
+    if not photos and out.suffix.lower() != f".{settings['format']}":
+        raise FacepipeError(f"convert: {out} is not a .{settings['format']} file, which params.yaml's "
+                            f"convert.format asks for; name the output .{settings['format']} or change convert.format")
     chosen = source_faces(Path(faces_dir), alignments, Path(source_dataset), swap_from, settings, workers)
     by_frame: dict[int, list[dict]] = {}
     for face in chosen:

@@ -100,17 +100,25 @@ class BatchStream:
     def _fill(self):
         while not self._stop.is_set():
             state = self.rng.bit_generator.state  # state *before* this batch
-            batch = self.make_batch()
+            try:
+                item = (state, self.make_batch())
+            except Exception as exc:  # handed to next(), which raises it in the training loop
+                item = exc
             while not self._stop.is_set():
                 try:
-                    self._queue.put((state, batch), timeout=0.1)
+                    self._queue.put(item, timeout=0.1)
                     break
                 except queue.Full:
                     continue
+            if isinstance(item, Exception):
+                return
 
     def next(self) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
         """The next batch and the generator state that reproduces it."""
-        return self._queue.get()
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
 
     def close(self):
         self._stop.set()

@@ -242,10 +242,6 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
     if step > settings["steps"]:
         raise FacepipeError(f"train: checkpoint in {checkpoint_dir} is at step {step}, past train.steps="
                             f"{settings['steps']}; raise train.steps or delete the checkpoint folder")
-    seeds = np.random.SeedSequence(settings["seed"]).spawn(2)
-    streams = [BatchStream(f, settings["batch_size"], ms.resolution, coverage, np.random.default_rng(s),
-                           resume_after=meta[f"rng_{side}"] if meta else None)
-               for f, s, side in zip(faces, seeds, "ab")]
     preview_rng = np.random.default_rng(settings["seed"])
     preview_faces = [center_faces(f[preview_rng.choice(len(f), min(PREVIEW_FACES, len(f)), replace=False)],
                      ms.resolution, coverage) for f in faces]
@@ -260,6 +256,11 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
         stepper.sync()
         ckpt.save(step, model, optimizer, {"step": step, "history": history, **rng_states})
 
+    # Started last, just before the loop whose `finally` stops them.
+    seeds = np.random.SeedSequence(settings["seed"]).spawn(2)
+    streams = [BatchStream(f, settings["batch_size"], ms.resolution, coverage, np.random.default_rng(s),
+                           resume_after=meta[f"rng_{side}"] if meta else None)
+               for f, s, side in zip(faces, seeds, "ab")]
     try:
         while step < settings["steps"]:
             (rng_states["rng_a"], (wa, ta)), (rng_states["rng_b"], (wb, tb)) = streams[0].next(), streams[1].next()
