@@ -224,3 +224,17 @@ def test_photos_that_would_share_an_output_name_are_refused(tmp_path):
     with pytest.raises(FacepipeError, match=r"photos a\.png and a\.bmp would both be written as a\.png"):
         PhotoWriter(tmp_path / "out", ["a.png", "a.bmp"], SYNTHETIC_TAGS)
     assert PhotoWriter(tmp_path / "out", ["a.png", "a.bmp"], {}).names == ["a.png", "a.bmp"]  # untagged: kept
+
+
+def test_a_failing_batch_thread_raises_in_the_training_loop():
+    """An error while making a batch reaches next() instead of leaving it waiting forever."""
+    from facepipe.input_pipeline import BatchStream
+
+    class Broken(BatchStream):
+        def make_batch(self):
+            raise ValueError("cannot warp this face")
+
+    stream = Broken(np.zeros((4, 64, 64, 3), np.uint8), 2, 64, 0.625, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="cannot warp this face"):
+        stream.next()
+    stream.close()
