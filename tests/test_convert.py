@@ -12,9 +12,12 @@ import yaml
 
 from conftest import ROOT
 from facepipe import media
-from facepipe.convert import COLOR_METHODS, MASKS, Swapper, composite, load_model
+from facepipe.convert import Swapper, composite, load_model
 from facepipe.input_pipeline import center_faces
 
+# Every mask and colour method params.yaml accepts (its schema) is tested.
+CHOICES = yaml.safe_load((ROOT / "src/facepipe/schemas/params.schema.yaml").read_text())["properties"]["convert"][
+    "properties"]
 FRAMES = 8
 
 
@@ -60,8 +63,8 @@ def hull_region(face: dict, shape) -> np.ndarray:
     return region.astype(bool)
 
 
-@pytest.mark.parametrize("mask", MASKS)
-@pytest.mark.parametrize("color", COLOR_METHODS)
+@pytest.mark.parametrize("mask", CHOICES["mask"]["enum"])
+@pytest.mark.parametrize("color", CHOICES["color_match"]["enum"])
 def test_only_the_face_region_changes(swapped_faces, mask, color):
     frames, faces = swapped_faces[:2]
     for before, after, face in zip(frames, render(swapped_faces, mask=mask, color_match=color), faces):

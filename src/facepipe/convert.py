@@ -45,10 +45,6 @@ def load_model(model_dir: str | Path) -> tuple[FaceSwapModel, dict]:
     return model, info
 
 
-MASKS = ("hull", "extended")
-COLOR_METHODS = ("avg-color", "color-transfer", "match-hist", "seamless-clone", "none")
-
-
 def mask_points(landmarks_crop: np.ndarray, kind: str) -> np.ndarray:
     """The points whose hull is the mask: the 68 landmarks, and for `extended` the brows
     lifted towards the hairline (by 40% of the brow-to-chin distance)."""
