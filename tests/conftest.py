@@ -56,8 +56,12 @@ TINY_PARAMS = {
 
 
 def make_project(path: Path, config: dict, params: dict | None = None) -> Path:
-    """A fresh facepipe project: this repo's workflow, a config and tiny params."""
+    """A fresh facepipe project: this repo's workflow, a config and tiny params. Its
+    `media` links to the test media, so configs name them by the same relative paths on
+    every machine: source ids, face file names, held-out faces and the batches drawn,
+    and so every figure a test checks, do not depend on where the media are."""
     path.mkdir(parents=True, exist_ok=True)
+    (path / "media").symlink_to(media_dir(), target_is_directory=True)
     shutil.copy(ROOT / "Snakefile", path)
     shutil.copytree(ROOT / "workflow", path / "workflow")
     shutil.copy(ROOT / ".gitignore", path)
@@ -71,12 +75,13 @@ def make_project(path: Path, config: dict, params: dict | None = None) -> Path:
     return path
 
 
-def pair_config(media: Path) -> dict:
+def pair_config() -> dict:
+    """woman_a <-> woman_b, by their paths in a `make_project` project."""
     return {
-        "people": {"woman_a": {"sources": [str(media / "woman_a.mp4")]},
-                   "woman_b": {"sources": [str(media / "woman_b.mp4")]}},
+        "people": {"woman_a": {"sources": ["media/woman_a.mp4"]},
+                   "woman_b": {"sources": ["media/woman_b.mp4"]}},
         "pairs": {"wa_wb": {"a": "woman_a", "b": "woman_b"}},
-        "swaps": {"wa_as_wb": {"pair": "wa_wb", "video": str(media / "woman_a.mp4"), "from": "woman_a",
+        "swaps": {"wa_as_wb": {"pair": "wa_wb", "video": "media/woman_a.mp4", "from": "woman_a",
                                "start": 0, "duration": 2}},
     }
 
@@ -84,7 +89,7 @@ def pair_config(media: Path) -> dict:
 @pytest.fixture(scope="session")
 def built(media, tmp_path_factory) -> Path:
     """woman_a <-> woman_b built end to end by `snakemake`, versioned by DVC (once per session)."""
-    project = make_project(tmp_path_factory.mktemp("built") / "project", pair_config(media))
+    project = make_project(tmp_path_factory.mktemp("built") / "project", pair_config())
     run(["git", "init", "-q"], project)
     run([str(BIN / "dvc"), "init", "-q"], project)
     snakemake(project)

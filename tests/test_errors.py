@@ -24,26 +24,26 @@ def dry_run_error(project) -> str:
 
 
 def test_missing_source_file(media, tmp_path):
-    config = pair_config(media)
+    config = pair_config()
     config["people"]["woman_b"]["sources"].append("videos/missing.mp4")
     line = dry_run_error(make_project(tmp_path / "p", config))
     assert "people.woman_b.sources[1]" in line and "videos/missing.mp4 not found" in line
 
 
 def test_invalid_person_name(media, tmp_path):
-    config = pair_config(media)
+    config = pair_config()
     config["people"]["bad name!"] = config["people"].pop("woman_b")
     line = dry_run_error(make_project(tmp_path / "p", config))
     assert "'bad name!' is not a valid name" in line and "config" in line
 
 
 def test_negative_fps(media, tmp_path):
-    line = dry_run_error(make_project(tmp_path / "p", pair_config(media), {"frames": {"fps": -5}}))
+    line = dry_run_error(make_project(tmp_path / "p", pair_config(), {"frames": {"fps": -5}}))
     assert "params.yaml: frames.fps" in line and "-5" in line
 
 
 def test_swap_naming_unknown_pair(media, tmp_path):
-    config = pair_config(media)
+    config = pair_config()
     config["swaps"]["wa_as_wb"]["pair"] = "nobody"
     line = dry_run_error(make_project(tmp_path / "p", config))
     assert "swaps.wa_as_wb.pair" in line and "unknown pair 'nobody'" in line and "wa_wb" in line

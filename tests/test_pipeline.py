@@ -137,10 +137,9 @@ def test_a_config_given_on_the_command_line_replaces_the_default(built, media, t
     """`--configfile mine.yaml` builds what mine.yaml asks for, not that plus the
     default config's people and swaps (Snakemake would merge the two)."""
     project = copy_project(built, tmp_path / "p")
-    mine = {"people": {"man_a": {"sources": [str(media / "man_a.mp4")]},
-                       "man_b": {"sources": [str(media / "man_b.mp4")]}},
+    mine = {"people": {"man_a": {"sources": ["media/man_a.mp4"]}, "man_b": {"sources": ["media/man_b.mp4"]}},
             "pairs": {"ma_mb": {"a": "man_a", "b": "man_b"}},
-            "swaps": {"ma_as_mb": {"pair": "ma_mb", "video": str(media / "man_a.mp4"), "from": "man_a"}}}
+            "swaps": {"ma_as_mb": {"pair": "ma_mb", "video": "media/man_a.mp4", "from": "man_a"}}}
     (project / "mine.yaml").write_text(yaml.safe_dump(mine))
     jobs = planned_jobs(project, "--configfile", "mine.yaml")
     assert jobs["train"] == 1 and jobs["download"] == 2 and jobs["convert"] == 1, jobs  # nothing of woman_a/_b

@@ -21,10 +21,10 @@ def stage_build(media, tmp_path_factory):
     reference = root / "singer.jpg"
     cv2.imwrite(str(reference), cv2.cvtColor(frame[20:260, 150:360], cv2.COLOR_RGB2BGR))
     config = {
-        "people": {"singer": {"sources": [str(media / "two_faces_360p.mp4")], "reference": str(reference)},
-                   "woman_a": {"sources": [str(media / "woman_a.mp4")]}},
+        "people": {"singer": {"sources": ["media/two_faces_360p.mp4"], "reference": str(reference)},
+                   "woman_a": {"sources": ["media/woman_a.mp4"]}},
         "pairs": {"singer_wa": {"a": "singer", "b": "woman_a"}},
-        "swaps": {"singer_as_wa": {"pair": "singer_wa", "video": str(media / "two_faces_360p.mp4"), "from": "singer",
+        "swaps": {"singer_as_wa": {"pair": "singer_wa", "video": "media/two_faces_360p.mp4", "from": "singer",
                                    "start": START, "duration": DURATION}},
     }
     project = make_project(root / "project", config, {"frames": {"fps": 5, "duration": 10},
