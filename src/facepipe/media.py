@@ -168,7 +168,7 @@ class VideoWriter:
         self.tmp = self.target.with_name(f".{self.target.stem}.partial{self.target.suffix}")
         self.gif = self.target.suffix.lower() == ".gif"
         self.tags = tags or {}
-        # Frames go to x264/x265 already as yuv420p (what they encode; cv2 converts 8x faster
+        # Frames go to x264/x265 already as yuv420p (what they encode; cv2 converts ~6x faster
         # than ffmpeg's swscale, to within 0.02 levels, and the pipe carries half the bytes).
         # GIFs and odd sizes, which yuv420p cannot hold, go as RGB.
         self.yuv = not self.gif and width % 2 == 0 and height % 2 == 0
