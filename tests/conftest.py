@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -100,3 +102,13 @@ def copy_project(src: Path, dst: Path) -> Path:
     """A copy keeping modification times, as Snakemake compares them."""
     shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
     return dst
+
+
+def rules_run(proc: subprocess.CompletedProcess) -> set[str]:
+    """The rules a `snakemake` run ran, from its log."""
+    return set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.MULTILINE))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255 ** 2 / max(mse, 1e-10))

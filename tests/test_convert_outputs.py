@@ -5,23 +5,17 @@ through Snakemake."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 
 import cv2
 import numpy as np
 import yaml
 
-from conftest import BIN, copy_project, run, snakemake
+from conftest import BIN, copy_project, psnr, rules_run, run, snakemake
 from facepipe.convert import range_keyframes
 from facepipe.media import FFMPEG, VideoWriter, audio_duration, gif_blocks, probe, read_frames, read_image
 
 SWAP = "results/{}/swaps/wa_as_wb"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255 ** 2 / max(mse, 1e-10))
 
 
 def convert(built, tmp_path, out_name: str, check: bool = True, frames: str = SWAP.format("frames"),
@@ -178,7 +172,7 @@ def test_photos_in_photos_out(built, tmp_path):
     config["swaps"]["stills"] = {"pair": "wa_wb", "video": str(photos), "from": "woman_a"}
     (project / "config/config.yaml").write_text(yaml.safe_dump(config))
     proc = snakemake(project, "--printshellcmds")
-    ran = set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.MULTILINE))
+    ran = rules_run(proc)
     assert ran == {"download", "frames", "detect", "convert_photos", "all"}, ran
     out = project / "results/swaps/stills"
     # BMP cannot carry the tag, so that photo comes out as PNG under its own stem.

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import yaml
 
-from conftest import BIN, copy_project, run, snakemake
+from conftest import BIN, copy_project, rules_run, run, snakemake
 from facepipe.media import audio_duration, probe, read_frames
 
 
@@ -65,9 +65,14 @@ def test_training_loss_falls(built):
     assert model["steps"] == 300 and model["people"] == {"a": "woman_a", "b": "woman_b"}
 
 
+def dvc_outputs(project) -> dict[str, str]:
+    """Every output DVC versions -> its hash, from dvc.lock."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
+
+
 def test_outputs_are_versioned_by_dvc(built):
-    lock = yaml.safe_load((built / "dvc.lock").read_text())
-    outs = {o["path"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
+    outs = dvc_outputs(built)
     assert "results/models/wa_wb/weights.msgpack" in outs
     assert "results/swaps/wa_as_wb.mp4" in outs
     assert run([str(BIN / "dvc"), "status", "--json"], built).stdout.strip() in ("{}", "")
@@ -97,18 +102,12 @@ def test_param_changes_rerun_exactly_their_stages(built, tmp_path):
     assert planned_jobs(project) == {"detect": 3, "filter": 2, "train": 1, "convert": 1, "evaluate": 2, "all": 1}
 
 
-def dvc_outputs(project) -> dict[str, str]:
-    """Every output DVC versions -> its hash, from dvc.lock."""
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
-
-
 def test_a_rebuild_from_scratch_is_byte_identical(built, tmp_path):
     """Reproducible: every stage rerun gives the same bytes (frames, faces, datasets, weights,
     the swap video, the reports); only the training time in metrics.json differs."""
     project = copy_project(built, tmp_path / "p")
     proc = snakemake(project, "--forceall")
-    ran = set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.MULTILINE))
+    ran = rules_run(proc)
     assert {"download", "frames", "detect", "filter", "train", "convert", "evaluate"} <= ran, ran
     before, after = dvc_outputs(built), dvc_outputs(project)
     assert before.keys() == after.keys() and len(before) >= 20

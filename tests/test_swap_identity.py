@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import make_project, run, snakemake
+from conftest import make_project, psnr, run, snakemake
 from facepipe.media import probe, read_frames
 
 START, DURATION = 6.5, 3.0  # two_faces_360p.mp4: the singer's close-up, then the audience
@@ -33,11 +33,6 @@ def stage_build(media, tmp_path_factory):
     run(["git", "init", "-q"], project)
     snakemake(project, "results/swaps/singer_as_wa.mp4", "results/metrics/swaps/singer_as_wa.json")
     return project
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255 ** 2 / max(mse, 1e-10))
 
 
 def test_only_the_source_persons_face_is_swapped(stage_build, media):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from fractions import Fraction
 from pathlib import Path
 
@@ -349,7 +349,7 @@ class PhotoWriter:
         return self._dir.__exit__(exc_type, exc, tb)
 
 
-def read_photos(frames_dir: Path, index: dict) -> Iterator[np.ndarray]:
+def read_photos(frames_dir: Path, index: dict) -> Generator[np.ndarray]:
     for name in index["files"]:
         yield media.read_image(frames_dir / name)
 

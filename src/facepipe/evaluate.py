@@ -173,7 +173,7 @@ def run_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, out, 
         raise FacepipeError(f"{swap_report}: convert's report is missing; run convert first")
     report = json.loads(Path(swap_report).read_text()) if swap_report else {}
     result, stills = evaluate_swap(video, frames_dir, faces_dir, source_dataset, target_dataset, settings,
-                                   report.get("swapped_runs") if report else None, report.get("side_by_side", False))
+                                   report.get("swapped_runs"), report.get("side_by_side", False))
     write_json(out, result)
     _write_table(table, f"Swap metrics: {Path(video).stem}", list(result.items()))
     _write_strip(strip, stills)
