@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from facepipe import align, config, convert, detect, download, frames, media
+from facepipe import align, config, convert, detect, download, frames, media, train
 from facepipe.fsutil import write_bytes, write_json
 from facepipe.input_pipeline import center_faces
 from facepipe.models import FaceSwapModel, ModelSettings, count_params, weights_bytes
@@ -42,11 +42,10 @@ CLIPS = ("woman_scene_720p.mp4", "two_faces_360p.mp4")
 
 def make_model(out: Path, settings: dict) -> tuple[FaceSwapModel, dict]:
     """An untrained original model, saved as the train stage would save it."""
-    model_settings = ModelSettings.from_preset("original")
-    model = FaceSwapModel(model_settings, rngs=nnx.Rngs(0))
-    info = {"people": {"a": "a", "b": "b"}, "preset": "original", "model": model_settings.to_json(),
-            "coverage": settings["coverage"], "crop_size": PARAMS["detect"]["crop_size"],
-            "padding_fraction": align.PADDING_FRACTION, "parameters": count_params(model), "steps": 0}
+    settings = {**settings, "preset": "original", "precision": "float32"}
+    model = FaceSwapModel(ModelSettings.from_preset("original"), rngs=nnx.Rngs(0))
+    info = {**train.model_info(settings, ("a", "b"), "float32", PARAMS["detect"]["crop_size"], 0, None),
+            "parameters": count_params(model)}
     write_bytes(out / "weights.msgpack", weights_bytes(model))
     write_json(out / "model.json", info)
     return model, info
@@ -66,7 +65,7 @@ def prepare(video: Path, work: Path) -> tuple[Path, Path]:
 def model_inputs(frames_dir: Path, faces_dir: Path, info: dict) -> np.ndarray:
     alignments = json.loads((faces_dir / "alignments.json").read_text())
     index = json.loads((frames_dir / "frames.json").read_text())
-    crops = [convert.cut_face(media.read_image(frames_dir / index["files"][face["frame"]]), face,
+    crops = [align.cut_face(media.read_image(frames_dir / index["files"][face["frame"]]), face,
                               alignments["crop_size"]) for face in alignments["faces"]]
     return center_faces(np.stack(crops), info["model"]["resolution"], info["coverage"])
 

@@ -2,10 +2,15 @@
 
 faces/s of facepipe's jitted training step (Flax NNX, XLA) against a PyTorch
 implementation of the same original 64 px model (82,062,470 parameters, MAE loss, Adam
-b1=0.5, both decoders in one step), same batch, same machine, same process, measured
-alternately in rounds (each round: one untimed step, then `--steps` timed ones). Also the achieved FLOP/s of each (the model's own arithmetic: convolutions
-and dense layers, 3x the forward pass for a training step) against the machine's
-measured float32 matmul FLOP/s. Needs `pip install torch==2.13.0` (CPU build).
+b1=0.5, both decoders in one step), same batch, same precision (`--precision`: float32,
+or bfloat16 convolutions and matrix products for both: XLA's mixed precision, PyTorch's
+CPU autocast), same machine, same process, measured alternately in rounds (each round:
+one untimed step, then `--steps` timed ones). facepipe's step also draws and augments its
+batch on the device (the 2017 recipe's transform and warp); PyTorch's gets ready-made
+batches. Also the achieved FLOP/s of each (the model's own arithmetic: convolutions and
+dense layers, 3x the forward pass for a training step) against the machine's measured
+matmul FLOP/s at that precision. The CPU model is printed with every figure. Needs `pip
+install torch==2.13.0` (CPU build).
 
 The last line is one JSON object; comparisons are under keys ending in `_ratio`."""
 
@@ -17,13 +22,17 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from facepipe import train
+from facepipe import devices, train
+from facepipe.config import load_params
 from facepipe.models import ModelSettings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def forward_flops(s: ModelSettings) -> int:
@@ -42,15 +51,16 @@ def forward_flops(s: ModelSettings) -> int:
     return flops + 2 * side * side * 25 * channels * 3
 
 
-def matmul_flops_per_s() -> float:
-    """Best float32 matmul rate of this machine, through XLA and through PyTorch."""
+def matmul_flops_per_s(precision: str) -> float:
+    """Best matmul rate of this machine at `precision`, through XLA and through PyTorch."""
     import torch
 
     n, best = 2048, 0.0
-    a = jnp.ones((n, n), jnp.float32)
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.uniform(size=(n, n)), devices.DTYPES[precision])
     dot = jax.jit(jnp.dot)
     dot(a, a).block_until_ready()
-    ta = torch.ones((n, n))
+    ta = torch.from_numpy(rng.uniform(size=(n, n)).astype(np.float32)).to(getattr(torch, precision))
     for _ in range(5):
         start = time.perf_counter()
         dot(a, a).block_until_ready()
@@ -99,7 +109,7 @@ def torch_model():
     return model
 
 
-def torch_stepper(batch: int, channels_last: bool):
+def torch_stepper(batch: int, channels_last: bool, precision: str):
     import torch
 
     model = torch_model()
@@ -111,20 +121,26 @@ def torch_stepper(batch: int, channels_last: bool):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = (model(data[0], 0) - data[1]).abs().mean() + (model(data[2], 1) - data[3]).abs().mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            loss = (model(data[0], 0).float() - data[1]).abs().mean() + (model(data[2], 1).float() - data[3]).abs().mean()
         loss.backward()
         optimizer.step()
         return float(loss)
     return step
 
 
-def jax_stepper(batch: int):
-    stepper = train.Stepper(*train.build({"preset": "original", "seed": 0, "learning_rate": 5e-5}), "mae")
+def jax_stepper(batch: int, precision: str):
+    """facepipe's training step, with the 2017 recipe, on 64 random faces a person."""
+    settings = {**load_params(ROOT / "params.yaml")["train"], "recipe": "original", "preset": "original",
+                "coverage": 0.625, "learning_rate": None, "batch_size": batch, "seed": 0}
     rng = np.random.default_rng(0)
-    data = [jnp.asarray(rng.uniform(size=(batch, 64, 64, 3)), jnp.float32) for _ in range(4)]
+    faces = [rng.integers(0, 256, (64, 256, 256, 4), np.uint8) for _ in range(2)]
+    for f in faces:
+        f[..., 3] %= 4  # region labels
+    trainer = train.Trainer(*faces, settings, precision)
 
     def step():
-        loss_a, loss_b = stepper(*data)
+        loss_a, loss_b = trainer.step()
         return float(loss_a) + float(loss_b)
     return step
 
@@ -141,17 +157,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="faces per person per step")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="steps per round and framework")
+    parser.add_argument("--precision", choices=sorted(devices.DTYPES), default="float32")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(os.cpu_count())
-    steppers = {"jax": jax_stepper(args.batch)}
+    steppers = {"jax": jax_stepper(args.batch, args.precision)}
     layouts = {}
     for channels_last in (False, True):  # give PyTorch its faster memory layout
-        step = torch_stepper(args.batch, channels_last)
+        step = torch_stepper(args.batch, channels_last, args.precision)
         step()
         layouts[channels_last] = seconds(step, 2)
-    steppers["torch"] = torch_stepper(args.batch, min(layouts, key=layouts.get))
+    steppers["torch"] = torch_stepper(args.batch, min(layouts, key=layouts.get), args.precision)
     for step in steppers.values():
         step()  # compile / warm up
     times = {name: [] for name in steppers}
@@ -164,8 +181,9 @@ def main() -> None:
             times[name].append(seconds(step, args.steps))
     faces = 2 * args.batch
     step_flops = 3 * forward_flops(ModelSettings.from_preset("original")) * faces
-    peak = matmul_flops_per_s()
-    result = {"machine": f"{os.cpu_count()} cores, {jax.devices()[0].device_kind}", "batch_per_person": args.batch,
+    peak = matmul_flops_per_s(args.precision)
+    result = {"cpu": devices.cpu_model(), "machine": f"{os.cpu_count()} cores, {jax.devices()[0].device_kind}",
+              "precision": args.precision, "batch_per_person": args.batch,
               "torch_version": torch.__version__, "jax_version": jax.__version__,
               "torch_channels_last": min(layouts, key=layouts.get),
               "step_gflop": round(step_flops / 1e9, 1), "matmul_gflop_per_s": round(peak / 1e9, 1)}

@@ -52,7 +52,7 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 TINY_PARAMS = {
     "frames": {"fps": 5, "duration": 8},
-    "train": {"preset": "tiny", "loss": "mae", "steps": 300, "batch_size": 8, "learning_rate": 5e-4,
+    "train": {"preset": "tiny", "steps": 300, "batch_size": 8, "learning_rate": 5e-4,
               "save_every": 100, "preview_every": 100},
 }
 

@@ -12,7 +12,8 @@ import yaml
 
 from conftest import ROOT
 from facepipe import media
-from facepipe.convert import Swapper, composite, load_model
+from facepipe.convert import Swapper, composite
+from facepipe.models import load_model
 from facepipe.input_pipeline import center_faces
 
 # Every mask and colour method params.yaml accepts (its schema) is tested.
@@ -27,7 +28,7 @@ def swapped_faces(built):
     alignments = json.loads((built / "results/faces/swaps/wa_as_wb/alignments.json").read_text())
     faces = [next(f for f in alignments["faces"] if f["frame"] == i) for i in range(FRAMES)]
     frames = [media.read_image(built / f"results/frames/swaps/wa_as_wb/frame_{i:06d}.jpg") for i in range(FRAMES)]
-    model, info = load_model(built / "results/models/wa_wb")
+    model, info = load_model(built / "results/models/wa_wb", "convert")
     crop_size = alignments["crop_size"]
     crops = np.stack([cv2.warpAffine(frame, np.asarray(face["matrix"]), (crop_size, crop_size),
                                      borderMode=cv2.BORDER_REPLICATE) for frame, face in zip(frames, faces)])

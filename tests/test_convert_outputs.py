@@ -125,10 +125,10 @@ def test_sharpening_and_face_scale_change_only_the_face(built, tmp_path):
             assert change.mean() > 0.04 and change.max() >= 5, name
             assert psnr(output[i][~grown], plain[i][~grown]) > 40, name
     sharp = list(read_frames(probe(tmp_path / "sharp.mp4")))
-    for i in (0, 30):  # more fine detail inside the face (measured 1.22 and 1.27 times as much)
+    for i in (0, 30):  # more fine detail in the inner face (nose, eyes, mouth), which is always pasted
         face = next(f for f in alignments["faces"] if f["frame"] == i)
         hull = np.zeros(plain[i].shape[:2], np.uint8)
-        cv2.fillConvexPoly(hull, cv2.convexHull(np.asarray(face["landmarks"]).round().astype(np.int32)), 1)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.asarray(face["landmarks"][27:]).round().astype(np.int32)), 1)
 
         def detail(frame):
             return cv2.Laplacian(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.CV_64F)[hull.astype(bool)].var()

@@ -80,20 +80,52 @@ def test_committed_dvc_yaml_is_generated_from_the_snakefile(monkeypatch):
     assert (ROOT / "dvc.yaml").read_text() == dvcstages.render([])
 
 
-def test_training_losses_are_zero_only_for_identical_images():
+def test_training_losses_are_zero_only_for_identical_images_and_count_by_region():
     import jax.numpy as jnp
 
-    from facepipe.train import image_loss
+    from facepipe.losses import image_loss
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(size=(2, 64, 64, 3)), jnp.float32)
     y = jnp.asarray(np.clip(np.asarray(x) + rng.normal(0, 0.1, x.shape), 0, 1), jnp.float32)
-    for kind in ("mae", "ssim-mse"):
-        assert float(image_loss(x, x, kind)) < 1e-5
-        assert float(image_loss(x, y, kind)) > 0.02
+    labels = jnp.zeros((2, 64, 64), jnp.int32).at[:, 16:48, 16:48].set(1)
+    for kind in ("mae", "ssim-l1"):
+        assert float(image_loss(x, x, labels, kind, (1, 1, 1, 1))) < 1e-5
+        assert float(image_loss(x, y, labels, kind, (1, 1, 1, 1))) > 0.02
+    # An error outside the face counts a tenth as much when the background weighs 0.1 (the
+    # loss is a weighted mean: 3072 background pixels at 0.1, 1024 face pixels at 1).
+    outside = x.at[:, :8].set(1 - x[:, :8])
+    weighted = float(image_loss(outside, x, labels, "mae", (0.1, 1, 1, 1)))
+    assert weighted == pytest.approx(0.1 * 4096 / (0.1 * 3072 + 1024) * float(image_loss(outside, x, labels, "mae",
+                                                                                        (1, 1, 1, 1))), rel=1e-4)
 
 
-@pytest.mark.parametrize("preset, side", [("original-lowmem", 64), ("original-128", 128), ("tiny", 64)])
+def test_the_learning_rate_grows_as_the_square_root_of_the_batch_after_a_warm_up():
+    from facepipe.train import RECIPES, learning_rate
+
+    settings = {"recipe": "original", "learning_rate": None, "batch_size": 16}
+    assert learning_rate(settings) == RECIPES["original"].learning_rate  # 2017: constant, no warm-up
+    big = learning_rate({**settings, "batch_size": 256})
+    peak = 4 * RECIPES["original"].learning_rate
+    assert float(big(0)) < peak / 50 and float(big(50)) == pytest.approx(peak / 2, rel=0.05)
+    assert float(big(100)) == float(big(10_000)) == pytest.approx(peak)
+    assert learning_rate({**settings, "learning_rate": 1e-3}) == 1e-3
+
+
+def test_a_model_started_from_another_takes_each_persons_decoder():
+    from facepipe.train import start_parts
+
+    pair = {"a": "alice", "b": "bob"}
+    assert start_parts("both", ("bob", "carol"), pair) == {"encoder": "encoder", "decoder_a": "decoder_b",
+                                                            "decoder_b": "decoder_a"}
+    assert start_parts("decoders", ("alice", "bob"), pair) == {"decoder_a": "decoder_a", "decoder_b": "decoder_b"}
+    assert start_parts("encoder", ("x", "y"), pair) == {"encoder": "encoder"}
+    pretrained = {"a": "pretrain", "b": "pretrain"}
+    assert start_parts("both", ("x", "y"), pretrained) == {"encoder": "encoder", "decoder_a": "decoder_a",
+                                                           "decoder_b": "decoder_b"}
+
+
+@pytest.mark.parametrize("preset, side", [("original-lowmem", 64), ("original-128", 128), ("lite", 64), ("tiny", 64)])
 def test_presets_build_and_keep_the_resolution(preset, side):
     import jax.numpy as jnp
     from flax import nnx
@@ -224,17 +256,3 @@ def test_photos_that_would_share_an_output_name_are_refused(tmp_path):
     with pytest.raises(FacepipeError, match=r"photos a\.png and a\.bmp would both be written as a\.png"):
         PhotoWriter(tmp_path / "out", ["a.png", "a.bmp"], SYNTHETIC_TAGS)
     assert PhotoWriter(tmp_path / "out", ["a.png", "a.bmp"], {}).names == ["a.png", "a.bmp"]  # untagged: kept
-
-
-def test_a_failing_batch_thread_raises_in_the_training_loop():
-    """An error while making a batch reaches next() instead of leaving it waiting forever."""
-    from facepipe.input_pipeline import BatchStream
-
-    class Broken(BatchStream):
-        def make_batch(self):
-            raise ValueError("cannot warp this face")
-
-    stream = Broken(np.zeros((4, 64, 64, 3), np.uint8), 2, 64, 0.625, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="cannot warp this face"):
-        stream.next()
-    stream.close()

@@ -3,6 +3,7 @@ and the crop transform shared by detection, training and conversion."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 # Landmarks 17..67 (brows, nose, eyes, mouth) of dlib's 68-point model on a unit
@@ -60,3 +61,9 @@ def crop_matrix(landmarks: np.ndarray, crop_size: int) -> np.ndarray:
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     points = np.asarray(points, np.float64)
     return points @ np.asarray(matrix)[:, :2].T + np.asarray(matrix)[:, 2]
+
+
+def cut_face(frame: np.ndarray, face: dict, crop_size: int) -> np.ndarray:
+    """The face's aligned crop of `frame` (its alignment's `matrix`)."""
+    return cv2.warpAffine(frame, np.asarray(face["matrix"], np.float64), (crop_size, crop_size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

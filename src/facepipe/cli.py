@@ -45,13 +45,17 @@ def cmd_filter(args):
     from . import filter as face_filter
 
     face_filter.run(args.person, args.faces, args.out, args.report, _settings(args, "filter"), args.reference,
-                    args.sheet, args.threads)
+                    args.sheet, args.threads, args.anyone)
 
 
 def cmd_train(args):
     from . import train
 
-    train.run(args.a, args.b, args.out, args.checkpoints, _settings(args, "train"), tuple(args.people))
+    settings = _settings(args, "train")
+    if args.pretrain:  # a pretrained model: its own steps, a pool of faces on both sides, from scratch
+        settings = {**settings, "steps": _settings(args, "pretrain")["steps"]}
+    people = ("pretrain", "pretrain") if args.pretrain else tuple(args.people)
+    train.run(args.a, args.b, args.out, args.checkpoints, settings, people, args.init_from)
 
 
 def cmd_convert(args):
@@ -67,8 +71,9 @@ def cmd_evaluate(args):
     if args.target == "pair":
         evaluate.run_pair(args.model, args.a, args.b, args.out, args.table, args.strip)
     else:
-        evaluate.run_swap(args.video, args.frames, args.faces, args.source, args.target_dataset, args.out,
-                          _settings(args, "evaluate"), args.table, args.strip, args.swap_report)
+        evaluate.run_swap(args.video, args.swap_report, args.frames, args.faces, args.model, args.source,
+                          args.target_dataset, args.people, args.out, _settings(args, "evaluate"), args.table,
+                          args.strip)
 
 
 def _snakemake_args(args) -> list[str]:
@@ -119,15 +124,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--person", required=True)
     s.add_argument("--faces", required=True, nargs="+", help="detect stage folders of the person's sources")
     s.add_argument("--reference", help="photo of the person")
+    s.add_argument("--anyone", action="store_true", help="keep good faces of anyone (a pool for pretraining)")
     s.add_argument("--out", required=True, help="dataset folder")
     s.add_argument("--report", required=True, help="JSON report of kept and dropped faces")
     s.add_argument("--sheet", help="contact sheet image of kept and dropped faces")
     s.add_argument("--threads", type=int, default=2, help="processes computing identity embeddings (default 2)")
 
     s = stage("train", cmd_train, "train the shared encoder and both decoders")
-    s.add_argument("--a", required=True, help="dataset folder of person A")
-    s.add_argument("--b", required=True, help="dataset folder of person B")
-    s.add_argument("--people", nargs=2, default=["a", "b"], metavar=("A", "B"))
+    s.add_argument("--a", required=True, nargs="+", help="dataset folder of person A (several: a pool)")
+    s.add_argument("--b", required=True, nargs="+", help="dataset folder of person B (several: a pool)")
+    role = s.add_mutually_exclusive_group()
+    role.add_argument("--people", nargs=2, default=["a", "b"], metavar=("A", "B"))
+    role.add_argument("--pretrain", action="store_true", help="a pretrained model: pretrain.steps, pools on both sides")
+    s.add_argument("--init-from", help="model folder to start from (train.init_parts says which parts)")
     s.add_argument("--out", required=True, help="model folder")
     s.add_argument("--checkpoints", required=True, help="folder for resumable checkpoints")
 
@@ -150,13 +159,17 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="metrics JSON")
     t.add_argument("--table", help="the metrics as an HTML table")
     t.add_argument("--strip", help="image: held-out faces above their reconstructions")
-    t = targets.add_parser("swap", help="identity transfer, flicker and background metrics")
+    t = targets.add_parser("swap", help="identity, expression, pose, sharpness, seam, flicker and background metrics")
     t.add_argument("--video", required=True, help="the swapped video")
-    t.add_argument("--swap-report", help="convert's JSON summary: score only the faces it swapped")
+    t.add_argument("--swap-report", required=True,
+                   help="convert's JSON summary: the faces it swapped and the mask it used")
     t.add_argument("--frames", required=True, help="frames stage folder of the swap clip")
     t.add_argument("--faces", required=True, help="detect stage folder of the swap clip")
+    t.add_argument("--model", required=True, help="train stage folder of the pair (resolution and coverage)")
     t.add_argument("--source", required=True, help="dataset folder of the person in the video")
     t.add_argument("--target", dest="target_dataset", required=True, help="dataset folder of the person swapped in")
+    t.add_argument("--people", nargs="+", required=True,
+                   help="dataset folders of every person of the build, to tell whom the output looks like")
     t.add_argument("--out", required=True, help="metrics JSON")
     t.add_argument("--table", help="the metrics as an HTML table")
     t.add_argument("--strip", help="image: input frames above their swapped versions")

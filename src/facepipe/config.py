@@ -59,6 +59,13 @@ def check_config(config: dict, filename: str = "config") -> dict:
                                     f"known people: {', '.join(sorted(people))}")
         if spec["a"] == spec["b"]:
             raise FacepipeError(f"{filename}: pairs.{pair}: a and b are both {spec['a']!r}; a pair needs two people")
+    if "pretrain" in config["pairs"]:
+        raise FacepipeError(f"{filename}: pairs.pretrain: 'pretrain' names the pretrained model; call the pair "
+                            "something else")
+    for person in config.get("pretrain", {}).get("people", []):
+        if person not in people:
+            raise FacepipeError(f"{filename}: pretrain.people: unknown person {person!r}; known people: "
+                                f"{', '.join(sorted(people))}")
     for swap, spec in config["swaps"].items():
         pair = config["pairs"].get(spec["pair"])
         if pair is None:
@@ -73,6 +80,23 @@ def check_config(config: dict, filename: str = "config") -> dict:
 def check_params(params: dict, filename: str = "params.yaml") -> dict:
     check_schema(params, "params", filename)
     return params
+
+
+def check_start(params: dict, config: dict, config_name: str, filename: str = "params.yaml") -> None:
+    """`train.init_from` names a pair of the config, its pretrained model or a model folder."""
+    init = params["train"]["init_from"]
+    if init is None or init in config["pairs"]:
+        return
+    if init == "pretrain":
+        if "pretrain" not in config:
+            raise FacepipeError(f"{filename}: train.init_from: 'pretrain', but {config_name} has no pretrain section; "
+                                "add one (pretrain: {{people: [...], sources: [...]}}) or set train.init_from to null")
+        return
+    if not (Path(init) / "model.json").is_file() or not (Path(init) / "weights.msgpack").is_file():
+        pairs = ", ".join(sorted(config["pairs"])) or "none"
+        raise FacepipeError(f"{filename}: train.init_from: {init!r} is not a pair of {config_name} ({pairs}), "
+                            "'pretrain', or a model folder (model.json and weights.msgpack, e.g. results/models/<pair> "
+                            "pulled with dvc); fix it or set it to null")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:

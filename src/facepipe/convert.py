@@ -8,7 +8,6 @@ photos under their own names) is tagged as synthetic media."""
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Generator
@@ -21,61 +20,16 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from . import align, identity, media
+from . import align, dataset, identity, media
+from .align import cut_face
 from .detect import load_alignments, load_frames_index
 from .errors import FacepipeError
 from .fsutil import atomic_dir, write_json
 from .input_pipeline import center_faces
-from .models import FaceSwapModel, ModelSettings, load_weights
+from .masks import face_mask
+from .models import FaceSwapModel, load_model
 
 CHUNK_FRAMES = 16
-
-
-def load_model(model_dir: str | Path) -> tuple[FaceSwapModel, dict]:
-    model_dir = Path(model_dir)
-    info_file = model_dir / "model.json"
-    if not info_file.is_file():
-        raise FacepipeError(f"{model_dir}: no model.json; run the train stage first")
-    info = json.loads(info_file.read_text())
-    model = FaceSwapModel(ModelSettings.from_json(info["model"]), rngs=nnx.Rngs(0))
-    try:
-        load_weights(model, (model_dir / "weights.msgpack").read_bytes())
-    except (ValueError, OSError) as exc:
-        raise FacepipeError(f"{model_dir}/weights.msgpack: {exc}; retrain the pair") from None
-    return model, info
-
-
-def mask_points(landmarks_crop: np.ndarray, kind: str) -> np.ndarray:
-    """The points whose hull is the mask: the 68 landmarks, and for `extended` the brows
-    lifted towards the hairline (by 40% of the brow-to-chin distance)."""
-    if kind == "hull":
-        return landmarks_crop
-    brows = landmarks_crop[17:27]
-    up = brows.mean(0) - landmarks_crop[8]  # chin to brows
-    return np.concatenate([landmarks_crop, brows + 0.4 * up])
-
-
-def face_mask(landmarks_crop: np.ndarray, size: int, coverage: float, erode: float, blur: float,
-              kind: str = "hull") -> np.ndarray:
-    """Blurred mask in crop space, float32 in [0, 1]. `erode` (negative: dilate) and
-    `blur` are fractions of the crop size, so the look does not depend on resolution."""
-    mask = np.zeros((size, size), np.float32)
-    cv2.fillConvexPoly(mask, cv2.convexHull(mask_points(landmarks_crop, kind).round().astype(np.int32)), 1.0)
-    pad = int(round(size * (1 - coverage) / 2))
-    limit = np.zeros_like(mask)
-    limit[pad:size - pad, pad:size - pad] = 1.0  # the model only drew this region
-    mask *= limit
-    if erode:
-        k = max(1, int(round(abs(erode) * size)))
-        mask = (cv2.erode if erode > 0 else cv2.dilate)(mask, np.ones((k, k), np.uint8)) * limit
-    if blur > 0:
-        k = max(1, int(round(blur * size))) | 1
-        mask = cv2.GaussianBlur(mask, (k, k), 0)
-        # Fade out towards the edge of the drawn region too, so no square seam shows.
-        inner = np.zeros_like(mask)
-        inner[pad + k // 2:size - pad - k // 2, pad + k // 2:size - pad - k // 2] = 1.0
-        mask *= cv2.GaussianBlur(inner, (k, k), 0) * limit
-    return mask
 
 
 def match_colour(new: np.ndarray, original: np.ndarray, mask: np.ndarray, method: str) -> np.ndarray:
@@ -139,12 +93,6 @@ class Swapper:
         if not len(faces):
             return np.zeros((0,) + faces.shape[1:], np.float32)
         return self.collect(self.submit(faces))
-
-
-def cut_face(frame: np.ndarray, face: dict, crop_size: int) -> np.ndarray:
-    """The face's aligned crop of `frame`."""
-    return cv2.warpAffine(frame, np.asarray(face["matrix"], np.float64), (crop_size, crop_size),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int, coverage: float,
@@ -238,7 +186,7 @@ def source_faces(faces_dir: Path, alignments: dict, source_dataset: Path, person
     embedding from their dataset, at faces sampled every `convert.identity_interval` s."""
     if settings["max_distance"] is None:
         return alignments["faces"]
-    mean = identity.person_embedding(source_dataset)
+    mean = dataset.person_embedding(source_dataset)
     face_list = alignments["faces"]
     samples, embeddings = identity.embed_samples(faces_dir, face_list, media.frame_rate(alignments["fps"]),
                                                  settings["identity_interval"], workers)
@@ -437,7 +385,7 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     frames_dir, out = Path(frames_dir), Path(out)
     index = load_frames_index(frames_dir)
     alignments = load_alignments(faces_dir)
-    model, info = load_model(model_dir)
+    model, info = load_model(model_dir, "convert")
     check_model_fits(info, alignments, Path(model_dir), Path(faces_dir))
     people = info["people"]
     if swap_from not in people.values():
@@ -488,6 +436,9 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
               "swapped_tracks": sorted({face["track"] for face in chosen}), "swapped_runs": swapped_runs(chosen),
               "frame_ranges": settings["frame_ranges"], "side_by_side": settings["side_by_side"],
               "size": size and list(size),
+              # The mask the new faces were blended through, so evaluate can find its edge.
+              "mask": {"kind": settings["mask"], "erode": settings["mask_erode"], "blur": settings["mask_blur"]},
+              "coverage": info["coverage"],
               "source": swap_from, "target": people[target_side], "synthetic_tag": bool(tags)}
     if report_path:
         write_json(report_path, report)

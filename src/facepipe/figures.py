@@ -10,39 +10,51 @@ import cv2
 import numpy as np
 
 WHITE, GREY, BLACK = (255, 255, 255), (200, 200, 200), (30, 30, 30)
-CURVE_COLOURS = [(31, 119, 180), (214, 39, 40)]
+CURVE_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
 
 
 def _text(image, text, org, scale=0.45, colour=BLACK):
     cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
 
 
-def loss_plot(steps, series: dict[str, list[float]], size=(720, 360)) -> np.ndarray:
-    """Line plot (RGB) of each named series against `steps`."""
+def line_plot(xs, series: dict[str, list[float]], x_label: str, title: str = "", size=(720, 360)) -> np.ndarray:
+    """Line plot (RGB) of each named series against `xs` (one list for all, or one per
+    series), with value ticks on the left and the x range below."""
     w, h = size
-    left, right, top, bottom = 60, 20, 30, 40
+    left, right, top, bottom = 60, 20, 30 + 16 * bool(title), 40
     image = np.full((h, w, 3), 255, np.uint8)
+    xs = {name: xs.get(name) if isinstance(xs, dict) else xs for name in series}
     values = np.concatenate([np.asarray(v, float) for v in series.values()])
-    lo, hi = float(values.min()), float(values.max())
+    values = values[np.isfinite(values)]
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
     hi = hi if hi > lo else lo + 1e-6
-    x_max = max(steps[-1], 1)
+    x_max = max(max(max(x) for x in xs.values()), 1e-9)
 
-    def point(step, value):
-        x = left + (w - left - right) * step / x_max
-        y = top + (h - top - bottom) * (1 - (value - lo) / (hi - lo))
-        return int(round(x)), int(round(y))
+    def point(x, value):
+        px = left + (w - left - right) * x / x_max
+        py = top + (h - top - bottom) * (1 - (value - lo) / (hi - lo))
+        return int(round(px)), int(round(py))
 
     cv2.rectangle(image, (left, top), (w - right, h - bottom), GREY, 1)
+    if title:
+        _text(image, title, (left, 16))
     for frac in (0, 0.5, 1):
         value = lo + frac * (hi - lo)
         _text(image, f"{value:.3f}", (4, point(0, value)[1] + 4))
     _text(image, "0", (left - 4, h - bottom + 18))
-    _text(image, f"{steps[-1]} steps", (w - right - 80, h - bottom + 18))
+    _text(image, f"{x_max:g} {x_label}", (w - right - 110, h - bottom + 18))
     for i, (name, ys) in enumerate(series.items()):
-        pts = np.array([point(s, y) for s, y in zip(steps, ys)], np.int32)
-        cv2.polylines(image, [pts], False, CURVE_COLOURS[i % 2], 1, cv2.LINE_AA)
-        _text(image, name, (left + 10 + 200 * i, top - 10), colour=CURVE_COLOURS[i % 2])
+        colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
+        pts = np.array([point(x, y) for x, y in zip(xs[name], ys) if np.isfinite(y)], np.int32)
+        if len(pts):
+            cv2.polylines(image, [pts], False, colour, 1, cv2.LINE_AA)
+        _text(image, name, (left + 10 + 170 * i, top - 10), colour=colour)
     return image
+
+
+def loss_plot(steps, series: dict[str, list[float]], size=(720, 360)) -> np.ndarray:
+    """Training losses (RGB) against steps."""
+    return line_plot(list(steps), series, "steps", size=size)
 
 
 def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], thumb=64, per_row=12) -> np.ndarray:

@@ -9,27 +9,28 @@ it, and every reason is counted in the report and shown on the contact sheet:
 - `pose`: head turned more than `filter.max_yaw` degrees (read off the landmarks);
 - `identity`: not the person. With a `reference` photo, faces farther than
   `filter.max_distance` from it (dlib embedding); without one, the faces are clustered
-  by embedding and the cluster seen in the most frames is kept;
+  by embedding and the cluster seen in the most frames is kept. A pool of anyone's faces
+  (`--anyone`, for pretraining) skips this check;
 - `duplicate`: nearly the same picture as the last kept face of its track (mean
   difference of small grey thumbnails under `filter.min_difference`), which adds
   nothing to training.
 
 Identity is judged per track from faces sampled every `filter.identity_interval`
 seconds (see identity.py). A share `filter.holdout` of the kept faces is held out from
-training for evaluate. Writes the dataset folder (`faces/`, `faces.json`: each face's
-split and track, and the person's mean embedding), a JSON report and a contact sheet."""
+training for evaluate. Writes the dataset folder (format in dataset.py: each face's
+split, track and landmarks, and the person's mean embedding and its spread), a JSON
+report and a contact sheet."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import align, faces, figures, identity, media
+from . import align, dataset, faces, figures, identity, media
 from .detect import load_alignments, open_crops, read_crop
 from .errors import FacepipeError
 from .fsutil import atomic_dir, atomic_path, write_json
@@ -107,8 +108,9 @@ def _judge_quality(clips: list[_Clip], settings: dict, drop) -> list[dict]:
 
 
 def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: dict, reference: np.ndarray | None,
-                    workers: int) -> tuple[list[bool], np.ndarray | None, dict]:
-    """Whether each survivor is the person, the person's mean embedding, and the report."""
+                    workers: int) -> tuple[list[bool], np.ndarray | None, dict | None, dict]:
+    """Whether each survivor is the person, the person's mean embedding and the spread of
+    their sampled faces around it, and the report."""
     picked, blocks = [], [np.zeros((0, 128), np.float32)]
     for clip in clips:
         members = [i for i, face in enumerate(survivors) if face["_clip"] is clip]
@@ -120,7 +122,7 @@ def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: dict, r
     report: dict = {"samples": len(picked), "max_distance": settings["max_distance"]}
     if not picked:
         report["mode"] = "reference" if reference is not None else "clusters"
-        return [], None, report
+        return [], None, None, report
     if reference is not None:
         distances = identity.distances_to(survivors, picked, embeddings, reference)
         same = [d is not None and d <= settings["max_distance"] for d in distances]
@@ -139,10 +141,16 @@ def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: dict, r
             {"cluster": rank + 1, "faces": sizes[c]["faces"], "frames": len(sizes[c]["frames"]), "kept": rank == 0}
             for rank, c in enumerate(ranked)])
     person_rows = [row for row, i in enumerate(picked) if same[i]]
-    return same, embeddings[person_rows].mean(0) if person_rows else None, report
+    if not person_rows:
+        return same, None, None, report
+    mean = embeddings[person_rows].mean(0)
+    distances = np.linalg.norm(embeddings[person_rows] - mean, axis=1)
+    spread = {f"p{q}": round(float(np.percentile(distances, q)), 4) for q in (50, 90)}
+    return same, mean, spread, report
 
 
-def _write_dataset(out_dir, person: str, kept: list[dict], mean_embedding, samples: int, settings: dict) -> list[dict]:
+def _write_dataset(out_dir, person: str, kept: list[dict], mean_embedding, spread, samples: int,
+                   settings: dict) -> list[dict]:
     with atomic_dir(out_dir) as tmp:
         (tmp / "faces").mkdir()
         records = []
@@ -152,23 +160,23 @@ def _write_dataset(out_dir, person: str, kept: list[dict], mean_embedding, sampl
             (tmp / name).write_bytes(clip.crops.read(face["crop"]))
             records.append({"file": name, "clip": clip.dir.name, "frame": face["frame"], "face": face["face"],
                             "track": face["track"][1],
-                            "split": "holdout" if is_holdout(name, settings["holdout"]) else "train"})
+                            "split": "holdout" if is_holdout(name, settings["holdout"]) else "train",
+                            "landmarks": identity.crop_points(face).round(2).tolist()})
         # Whatever the hashes say, a person with 2 faces or more has both splits: training
         # needs one, evaluate the other.
         if len(records) > 1 and all(r["split"] == "holdout" for r in records):
             records[0]["split"] = "train"
         if len(records) > 1 and all(r["split"] == "train" for r in records):
             records[-1]["split"] = "holdout"
-        index = {"person": person, "faces": records,
-                 "identity": {"embedding": None if mean_embedding is None else mean_embedding.round(5).tolist(),
-                              "samples": samples}}
-        (tmp / "faces.json").write_text(json.dumps(index, indent=1) + "\n")
+        dataset.write_index(tmp, person, records, mean_embedding, samples, spread)
     return records
 
 
 def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_path: str | Path,
         settings: dict, reference: str | None = None, sheet_path: str | Path | None = None,
-        workers: int = 2) -> dict:
+        workers: int = 2, anyone: bool = False) -> dict:
+    """Keep `person`'s good faces; with `anyone`, every good face whoever it shows (a pool
+    of faces for pretraining: no identity check, no identity in the dataset)."""
     reference_embedding = identity.reference_embedding(reference) if reference else None
     clips = [_Clip(n, Path(d)) for n, d in enumerate(faces_dirs)]
     shown: dict[str, list[dict]] = {reason: [] for reason in ("kept",) + REASONS}  # faces per sheet row
@@ -177,7 +185,12 @@ def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_p
         shown[reason].append(face)
 
     survivors = _judge_quality(clips, settings, drop)
-    same, mean_embedding, identity_report = _judge_identity(clips, survivors, settings, reference_embedding, workers)
+    if anyone:
+        same, mean_embedding, spread, identity_report = [True] * len(survivors), None, None, {"mode": "anyone",
+                                                                                              "samples": 0}
+    else:
+        same, mean_embedding, spread, identity_report = _judge_identity(clips, survivors, settings,
+                                                                        reference_embedding, workers)
     kept, last_thumb = shown["kept"], {}
     for face, is_person in zip(survivors, same):
         previous = last_thumb.get(face["track"])
@@ -198,7 +211,7 @@ def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_p
         lost = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"
         raise FacepipeError(f"filter: person {person!r} has no usable faces ({found}; dropped: {lost}); "
                             "use sources that show this person's face or relax the filter section of params.yaml")
-    records = _write_dataset(out_dir, person, kept, mean_embedding, identity_report["samples"], settings)
+    records = _write_dataset(out_dir, person, kept, mean_embedding, spread, identity_report["samples"], settings)
     report = {"person": person, "reference": reference, "found": sum(len(c.faces) for c in clips),
               "kept": len(kept), "held_out": sum(r["split"] == "holdout" for r in records), "dropped": dropped,
               "identity": identity_report, "sources": per_source}

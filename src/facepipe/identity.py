@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import multiprocessing
 from pathlib import Path
 
@@ -97,17 +96,6 @@ def embed_samples(faces_dir: str | Path, face_list: list[dict], fps: float | Non
     """The faces of one detect output chosen by `sample`, and their embeddings."""
     samples = sample(face_list, fps, interval)
     return samples, embed(faces_dir, [face_list[i] for i in samples], workers)
-
-
-def person_embedding(dataset_dir: str | Path) -> np.ndarray:
-    """A person's mean embedding, as the filter stage measured it on their dataset."""
-    index_file = Path(dataset_dir) / "faces.json"
-    if not index_file.is_file():
-        raise FacepipeError(f"{dataset_dir}: no faces.json; run the filter stage first")
-    embedding = json.loads(index_file.read_text())["identity"]["embedding"]
-    if embedding is None:
-        raise FacepipeError(f"{index_file}: no identity embedding; rerun the filter stage")
-    return np.asarray(embedding)
 
 
 def reference_embedding(photo: str | Path) -> np.ndarray:

@@ -23,7 +23,7 @@ class Source:
 
 @dataclasses.dataclass(frozen=True)
 class Clip:
-    name: str  # "people/<person>/<source id>" or "swaps/<swap>"
+    name: str  # "people/<person>/<source id>", "pool/<source id>" (pretraining faces) or "swaps/<swap>"
     source: str  # source id
     native_fps: bool  # swaps keep every frame; training clips are sampled at frames.fps
     start: float | None = None
@@ -93,6 +93,20 @@ class Plan:
             if reference is not None and not Path(reference).is_file():
                 raise FacepipeError(f"{filename}: people.{person}.reference: {reference} not found; "
                                     "give a photo of this person")
+        pretrain = config.get("pretrain")
+        self.pool: list[str] = []  # clips of the pretraining sources
+        self.pretrain_people: list[str] = []
+        if pretrain is not None:
+            self.pretrain_people = list(pretrain.get("people", config["people"]))
+            for i, location in enumerate(pretrain.get("sources", [])):
+                for source in expand_location(location, f"{filename}: pretrain.sources[{i}]"):
+                    self.sources[source.id] = source
+                    name = f"pool/{source.id}"
+                    self.clips[name] = Clip(name, source.id, native_fps=False)
+                    self.pool.append(name)
+            if not self.pretrain_people and not self.pool:
+                raise FacepipeError(f"{filename}: pretrain: neither people nor sources; name the people and footage "
+                                    "to pretrain on")
         for swap, spec in config["swaps"].items():
             sources = expand_location(spec["video"], f"{filename}: swaps.{swap}.video")
             if len(sources) != 1:

@@ -1,16 +1,23 @@
 """train: fit one shared encoder and a decoder per person on their aligned faces.
 
-MAE loss (or SSIM + MSE) on warped inputs, optax Adam(b1=0.5, b2=0.999) as the original; orbax
-checkpoints every `train.save_every` steps (and on Ctrl-C) so a rerun resumes; writes
-the weights (msgpack), the settings that shaped them, a preview grid, a timelapse of the
-preview grids (every `train.preview_every` steps), the loss history (a DVC plot) and
-final metrics."""
+A recipe (`train.recipe`) says how the model learns: its loss, how much each face region
+counts, and Adam's learning rate and betas. `original` is the 2017 one (MAE over the
+whole picture, Adam(5e-5, b1=0.5, b2=0.999)), kept so its figures can be reproduced;
+`fast` is facepipe's, chosen by measurement (benchmarks/quality_vs_time.py). A model can
+start from another one (`train.init_from`: a pair of the config, the pretrained model of
+the config, or a model folder), and a pretrained model is trained like a pair with a pool
+of many people's faces on both sides. Orbax checkpoints every `train.save_every` steps
+(and on Ctrl-C) so a rerun resumes; writes the weights (msgpack), the settings that
+shaped them, a preview grid, a timelapse of the preview grids, the loss history (a DVC
+plot) and final metrics."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import time
 from fractions import Fraction
@@ -25,93 +32,164 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from . import align, figures, media
+from . import align, devices, figures, media
 from .errors import FacepipeError
 from .fsutil import atomic_path, write_bytes, write_json
-from .input_pipeline import BatchStream, center_faces, load_dataset
-from .models import FaceSwapModel, ModelSettings, count_params, weights_bytes
+from .input_pipeline import augment, center_faces, load_faces
+from .losses import image_loss
+from .models import FaceSwapModel, ModelSettings, count_params, load_weights, reconstruct, weights_bytes
 
 # Settings that may change without invalidating a checkpoint: more steps continue it.
-RESUMABLE_KEYS = {"steps", "save_every", "preview_every"}
+RESUMABLE_KEYS = ("steps", "save_every", "preview_every")
+# How a run starts counts by what it really starts from (see fingerprint), not by these.
+START_KEYS = ("init_from", "init_parts")
 PREVIEW_FACES = 4
 TIMELAPSE_FPS = 4  # preview grids per second of timelapse
+# The learning rate rule: a recipe's rate is for 16 faces per person and step; a batch
+# of N uses rate * sqrt(N / 16) (the gradient's noise falls as sqrt(N)), reached by a
+# linear warm-up, which bigger batches always get (Adam's first steps are the largest).
+REFERENCE_BATCH, BIG_BATCH_WARMUP = 16, 100
 
 
-def build(settings: dict) -> tuple[FaceSwapModel, nnx.Optimizer]:
-    model = FaceSwapModel(ModelSettings.from_preset(settings["preset"]), rngs=nnx.Rngs(settings["seed"]))
-    tx = optax.adam(settings["learning_rate"], b1=0.5, b2=0.999)
-    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    loss: str  # losses.image_loss kind
+    region_weights: tuple[float, float, float, float]  # background, face, mouth, eyes
+    learning_rate: float  # at REFERENCE_BATCH faces per person
+    warmup_steps: int
+    b1: float
+    b2: float
 
 
-def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Mean structural similarity of NHWC images in [0, 1] (Gaussian window 11, sigma 1.5)."""
-    taps = jnp.exp(-((jnp.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
-    window = jnp.outer(taps, taps) / taps.sum() ** 2
-    channels = x.shape[-1]
-    kernel = jnp.tile(window[:, :, None, None], (1, 1, 1, channels))
-
-    def blur(a):
-        return jax.lax.conv_general_dilated(a, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                            feature_group_count=channels)
-
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    return jnp.mean(((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2)))
+RECIPES = {
+    "original": Recipe("mae", (1.0, 1.0, 1.0, 1.0), 5e-5, 0, 0.5, 0.999),
+    "fast": Recipe("ssim-l1", (0.1, 1.0, 2.0, 3.0), 2e-4, 100, 0.9, 0.999),
+}
 
 
-def image_loss(pred: jax.Array, target: jax.Array, kind: str) -> jax.Array:
-    """`mae` (the original) or `ssim-mse`: (1 - SSIM) / 2 plus the mean squared error."""
-    if kind == "mae":
-        return jnp.mean(jnp.abs(pred - target))
-    return (1 - ssim(pred, target)) / 2 + jnp.mean((pred - target) ** 2)
+def learning_rate(settings: dict) -> optax.Schedule | float:
+    recipe = RECIPES[settings["recipe"]]
+    peak = (settings["learning_rate"] or recipe.learning_rate) * math.sqrt(settings["batch_size"] / REFERENCE_BATCH)
+    warmup = recipe.warmup_steps if settings["batch_size"] <= REFERENCE_BATCH else max(recipe.warmup_steps,
+                                                                                        BIG_BATCH_WARMUP)
+    return optax.linear_schedule(peak / warmup, peak, warmup) if warmup else peak
 
 
-class Stepper:
-    """The training step as one jitted function of the whole training state (model and
-    optimizer), which it donates: XLA updates the 82M parameters and both Adam moments in
-    place instead of allocating (and page-faulting in) 1 GB of new buffers every step.
+def _describe(shape: dict) -> str:
+    return f"{shape['model']['resolution']} px {shape['preset']} (coverage {shape['coverage']})"
 
-    Data parallel over every visible device: the state is replicated, each batch is
-    split across the devices, and XLA sums the gradients (jax.sharding).
 
-    `state` is the live training state; `sync()` writes it back into the model and
-    optimizer objects before anything else reads them."""
+def model_shape(settings: dict) -> dict:
+    """The settings that shape the network: a checkpoint or a model to start from must
+    have the same."""
+    return {"preset": settings["preset"], "model": ModelSettings.from_preset(settings["preset"]).to_json(),
+            "coverage": settings["coverage"]}
 
-    def __init__(self, model: FaceSwapModel, optimizer: nnx.Optimizer, loss: str):
-        self.model, self.optimizer = model, optimizer
+
+def start_parts(parts: str, people: tuple[str, str], init_people: dict) -> dict[str, str]:
+    """Which part of the model started from each part of this one takes (models.load_weights).
+    A person the other model knows gets their own decoder; the other side, the one left."""
+    mapping = {"encoder": "encoder"} if parts in ("encoder", "both") else {}
+    if parts in ("decoders", "both"):
+        known = {person: f"decoder_{side}" for side, person in init_people.items()}
+        a, b = known.get(people[0]), known.get(people[1])
+        if a is None and b is None:
+            a, b = "decoder_a", "decoder_b"
+        elif a is None:
+            a = "decoder_a" if b == "decoder_b" else "decoder_b"
+        elif b is None:
+            b = "decoder_b" if a == "decoder_a" else "decoder_a"
+        mapping.update(decoder_a=a, decoder_b=b)
+    return mapping
+
+
+def read_start(init_dir: Path, settings: dict) -> tuple[dict, bytes]:
+    """model.json and weights of the model to start from, checked against this one's shape."""
+    info_file = init_dir / "model.json"
+    try:
+        info = json.loads(info_file.read_text())
+        weights = (init_dir / "weights.msgpack").read_bytes()
+    except (OSError, ValueError) as exc:
+        raise FacepipeError(f"train: train.init_from: {init_dir} holds no readable model ({exc.__class__.__name__}: "
+                            f"{exc}); train it first, or dvc pull it") from None
+    shape, theirs = model_shape(settings), {k: info.get(k) for k in ("preset", "model", "coverage")}
+    if json.loads(json.dumps(shape)) != theirs:
+        raise FacepipeError(f"train: train.init_from: {init_dir} holds a {_describe(theirs)} model, params.yaml asks "
+                            f"for a {_describe(shape)} one; set train.preset and train.coverage to match it")
+    return info, weights
+
+
+class Trainer:
+    """The model, its optimizer, the batches' RNG key and the training step: one jitted
+    function of the whole training state, which it donates (XLA updates the parameters
+    and both Adam moments in place). Each step draws and augments both people's batches
+    on the device (input_pipeline.augment) from faces uploaded once.
+
+    Data parallel over every visible device: the state and the faces are replicated,
+    each batch is split across the devices, and XLA sums the gradients (jax.sharding).
+
+    `state` is the live training state; `sync()` writes it back into `model` and
+    `optimizer` before anything else reads them."""
+
+    def __init__(self, faces_a: np.ndarray, faces_b: np.ndarray, settings: dict, precision: str,
+                 start: tuple[dict, bytes, str] | None = None, people: tuple[str, str] = ("a", "b")):
+        recipe = RECIPES[settings["recipe"]]
+        ms = ModelSettings.from_preset(settings["preset"])
+        self.model = FaceSwapModel(ms, dtype=devices.DTYPES[precision], rngs=nnx.Rngs(settings["seed"]))
+        if start:
+            info, weights, parts = start
+            load_weights(self.model, weights, start_parts(parts, people, info["people"]))
+        self.optimizer = nnx.Optimizer(self.model, optax.adam(learning_rate(settings), b1=recipe.b1, b2=recipe.b2),
+                                       wrt=nnx.Param)
         mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
-        self.batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-        graphdef, state = nnx.split((model, optimizer))
-        self.state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+        self.faces = [jax.device_put(f, self._replicated) for f in (faces_a, faces_b)]
+        self.key = jax.device_put(jax.random.PRNGKey(settings["seed"]), self._replicated)
+        graphdef, state = nnx.split((self.model, self.optimizer))
+        self.state = jax.device_put(state, self._replicated)
+        batch, coverage = settings["batch_size"], settings["coverage"]
 
-        def step(state, warped_a, target_a, warped_b, target_b):
+        def step(state, key, faces_a, faces_b):
             model, optimizer = nnx.merge(graphdef, state)
+            key, key_a, key_b = jax.random.split(key, 3)
+            batches = [augment(k, f, batch, ms.resolution, coverage) for k, f in ((key_a, faces_a), (key_b, faces_b))]
+            (warped_a, target_a, labels_a), (warped_b, target_b, labels_b) = jax.lax.with_sharding_constraint(
+                batches, batch_sharding)
 
             def loss_fn(model):  # one step on both people: the shared encoder learns from both
                 # Both people through the encoder as one batch: larger, faster matmuls.
                 latent = model.encoder(jnp.concatenate([warped_a, warped_b]))
-                loss_a = image_loss(model.decode(latent[:len(warped_a)], "a"), target_a, loss)
-                loss_b = image_loss(model.decode(latent[len(warped_a):], "b"), target_b, loss)
+                loss_a = image_loss(model.decode(latent[:batch], "a"), target_a, labels_a, recipe.loss,
+                                    recipe.region_weights)
+                loss_b = image_loss(model.decode(latent[batch:], "b"), target_b, labels_b, recipe.loss,
+                                    recipe.region_weights)
                 return loss_a + loss_b, (loss_a, loss_b)
 
             (_, (loss_a, loss_b)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
             optimizer.update(model, grads)
-            return nnx.state((model, optimizer)), loss_a, loss_b
+            return nnx.state((model, optimizer)), key, loss_a, loss_b
 
-        self._step = jax.jit(step, donate_argnums=0)
+        self._step = jax.jit(step, donate_argnums=(0, 1))
 
-    def __call__(self, *batches: np.ndarray) -> tuple[jax.Array, jax.Array]:
-        self.state, loss_a, loss_b = self._step(self.state, *jax.device_put(batches, self.batch_sharding))
+    def step(self) -> tuple[jax.Array, jax.Array]:
+        self.state, self.key, loss_a, loss_b = self._step(self.state, self.key, *self.faces)
         return loss_a, loss_b
 
     def sync(self) -> None:
         nnx.update((self.model, self.optimizer), self.state)
 
+    def checkpoint(self) -> tuple[dict, list[int]]:
+        """The training state as a pure dict, and the RNG key."""
+        self.sync()
+        return nnx.to_pure_dict(nnx.state((self.model, self.optimizer))), np.asarray(self.key).tolist()
 
-@nnx.jit(static_argnames="side")
-def reconstruct(model: FaceSwapModel, faces, side: str):
-    return model(faces, side)
+    def restore(self, pure: dict, key: list[int]) -> None:
+        state = nnx.state((self.model, self.optimizer))
+        nnx.replace_by_pure_dict(state, pure)
+        nnx.update((self.model, self.optimizer), state)
+        self.state = jax.device_put(nnx.state((self.model, self.optimizer)), self._replicated)
+        self.key = jax.device_put(jnp.asarray(key, jnp.uint32), self._replicated)
 
 
 def preview_grid(model: FaceSwapModel, faces_a: np.ndarray, faces_b: np.ndarray) -> np.ndarray:
@@ -123,10 +201,6 @@ def preview_grid(model: FaceSwapModel, faces_a: np.ndarray, faces_b: np.ndarray)
     return cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
 
 
-def _describe(shape: dict) -> str:
-    return f"{shape['model']['resolution']} px {shape['preset']} (coverage {shape['coverage']})"
-
-
 def write_timelapse(target: Path, previews: list[Path]) -> None:
     """The preview grids in step order as a video: the same faces, learned over time."""
     first = media.read_image(previews[0])
@@ -136,18 +210,22 @@ def write_timelapse(target: Path, previews: list[Path]) -> None:
             video.write(media.read_image(path))
 
 
-def fingerprint(settings: dict, dataset_dirs: list[Path]) -> str:
-    """Identity of a training run: the data and every setting that shapes the result."""
+def fingerprint(settings: dict, dataset_dirs: list[Path], start: tuple[dict, bytes, str] | None) -> str:
+    """Identity of a training run: the data, the model it starts from, and every setting
+    that shapes the result."""
     h = hashlib.sha256()
-    h.update(json.dumps({k: v for k, v in sorted(settings.items()) if k not in RESUMABLE_KEYS}).encode())
+    h.update(json.dumps({k: v for k, v in sorted(settings.items()) if k not in RESUMABLE_KEYS + START_KEYS}).encode())
     for d in dataset_dirs:
         h.update((d / "faces.json").read_bytes())
+    if start is not None:
+        h.update(hashlib.sha256(start[1]).digest() + start[2].encode())
     return h.hexdigest()[:16]
 
 
 class Checkpoints:
-    """Orbax CheckpointManager over model + optimizer state, step, batch RNG states and
-    loss history. Each save is atomic (orbax commits a step only when complete)."""
+    """Orbax CheckpointManager over the training state (model and optimizer), the step,
+    the batches' RNG key and the loss history. Each save is atomic (orbax commits a step
+    only when complete)."""
 
     def __init__(self, directory: Path, run_id: str, shape: dict):
         """`shape`: the settings that shape the network. A checkpoint of another shape is
@@ -168,18 +246,19 @@ class Checkpoints:
                                     f"params.yaml asks for a {_describe(shape)} one; set train back to match, or "
                                     "delete that folder to start over")
             if previous_run != run_id:
-                print(f"train: {directory} holds another run (data or settings changed): starting over")
+                print(f"train: {directory} holds another run (data, settings or starting model changed): "
+                      "starting over")
                 shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         write_json(marker, {"run": run_id, "shape": shape})
         self.manager = ocp.CheckpointManager(self.directory / "steps", options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
-    def save(self, step: int, model, optimizer, meta: dict) -> None:
+    def save(self, step: int, trainer: Trainer, meta: dict) -> None:
         if step in self.manager.all_steps():
             return
-        state = nnx.to_pure_dict(nnx.state((model, optimizer)))
+        state, key = trainer.checkpoint()
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
+                                                        meta=ocp.args.JsonSave({**meta, "key": key})), force=True)
         self.manager.wait_until_finished()
 
     def save_preview(self, step: int, grid: np.ndarray) -> None:
@@ -192,13 +271,13 @@ class Checkpoints:
     def previews(self) -> list[Path]:
         return sorted((self.directory / "previews").glob("*.png"))
 
-    def restore_latest(self, model, optimizer) -> dict | None:
+    def restore_latest(self, trainer: Trainer) -> dict | None:
         """The newest readable checkpoint; a damaged one (a crash mid-copy, a bad disk)
         falls back to the one before it."""
         steps = sorted(self.manager.all_steps(), reverse=True)
         for step in steps:
-            state = nnx.state((model, optimizer))
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
+            state, _ = trainer.checkpoint()
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -207,64 +286,90 @@ class Checkpoints:
                       f"({type(exc).__name__}); removing it and trying the one before")
                 self.manager.delete(step)
                 continue
-            nnx.replace_by_pure_dict(state, restored.state)
-            nnx.update((model, optimizer), state)
+            trainer.restore(restored.state, restored.meta["key"])
             return restored.meta
         if steps:
             raise FacepipeError(f"train: no readable checkpoint in {self.directory}; delete that folder to start over")
         return None
 
 
-def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, checkpoint_dir: str | Path,
-        settings: dict, people: tuple[str, str] = ("a", "b")) -> dict:
-    dataset_dirs = [Path(dataset_a), Path(dataset_b)]
-    faces = [load_dataset(d) for d in dataset_dirs]
-    devices = jax.device_count()
-    if settings["batch_size"] % devices:
-        raise FacepipeError(f"train: train.batch_size={settings['batch_size']} does not split over the {devices} "
-                            f"devices; use a multiple of {devices}")
-    for d, f in zip(dataset_dirs, faces):
+def write_model(out_dir: Path, trainer: Trainer, info: dict) -> None:
+    """The model a later stage (or another model) uses: weights and model.json."""
+    trainer.sync()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes(out_dir / "weights.msgpack", weights_bytes(trainer.model))
+    write_json(out_dir / "model.json", {**info, "parameters": count_params(trainer.model)})
+
+
+def model_info(settings: dict, people: tuple[str, str], precision: str, crop_size: int, steps: int,
+               start: tuple[Path, str, bytes] | None) -> dict:
+    """What model.json says of a model: who, which network, how it saw the faces."""
+    return {
+        "people": {"a": people[0], "b": people[1]},
+        **model_shape(settings),
+        "crop_size": crop_size,
+        "padding_fraction": align.PADDING_FRACTION,  # where the mean face sits in the crops it learned
+        "recipe": settings["recipe"],
+        "precision": {"setting": settings["precision"], "trained": precision},
+        "started_from": None if start is None else {"model": str(start[0]), "parts": start[1],
+                                                    "weights_sha256": hashlib.sha256(start[2]).hexdigest()},
+        "steps": steps,
+    }
+
+
+def run(datasets_a: list[str | Path], datasets_b: list[str | Path], out_dir: str | Path,
+        checkpoint_dir: str | Path, settings: dict, people: tuple[str, str] = ("a", "b"),
+        init_from: str | Path | None = None) -> dict:
+    """Train a pair (one dataset a side) or a pretrained model (the same pool of many
+    people's datasets on both sides), optionally starting from the model in `init_from`
+    (`train.init_parts` of it)."""
+    init_parts = settings["init_parts"]
+    dataset_dirs = [[Path(d) for d in datasets_a], [Path(d) for d in datasets_b]]
+    faces = [load_faces(dirs) for dirs in dataset_dirs]
+    device_count = jax.device_count()
+    if settings["batch_size"] % device_count:
+        raise FacepipeError(f"train: train.batch_size={settings['batch_size']} does not split over the "
+                            f"{device_count} devices; use a multiple of {device_count}")
+    for dirs, f in zip(dataset_dirs, faces):
         if len(f) < settings["batch_size"]:
-            raise FacepipeError(f"train: {d} has {len(f)} faces, fewer than train.batch_size={settings['batch_size']}; "
-                                "add sources for this person or lower train.batch_size in params.yaml")
-    ms = ModelSettings.from_preset(settings["preset"])
-    coverage = settings["coverage"]
-    shape = {"preset": settings["preset"], "model": ms.to_json(), "coverage": coverage}
-    ckpt = Checkpoints(Path(checkpoint_dir), fingerprint(settings, dataset_dirs), shape)  # refuses before building
-    model, optimizer = build(settings)
-    meta = ckpt.restore_latest(model, optimizer)
+            raise FacepipeError(f"train: {', '.join(map(str, dirs))} has {len(f)} faces, fewer than "
+                                f"train.batch_size={settings['batch_size']}; add sources for this person or lower "
+                                "train.batch_size in params.yaml")
+    start = None
+    if init_from is not None:
+        init_info, init_weights = read_start(Path(init_from), settings)
+        start = (init_info, init_weights, init_parts)
+    unique_dirs = list(dict.fromkeys(dataset_dirs[0] + dataset_dirs[1]))
+    ckpt = Checkpoints(Path(checkpoint_dir), fingerprint(settings, unique_dirs, start),
+                       model_shape(settings))  # refuses before building
+    precision = devices.announce("train", settings["precision"])
+    trainer = Trainer(faces[0], faces[1], settings, precision, start, people)
+    meta = ckpt.restore_latest(trainer)
     step, history = (meta["step"], meta["history"]) if meta else (0, [])
     if meta:
         print(f"train: resuming from step {step} of {settings['steps']} ({ckpt.directory})")
-    if devices > 1:
-        print(f"train: data parallel over {devices} devices ({jax.devices()[0].platform}), "
-              f"{settings['batch_size'] // devices} faces per person on each")
+    elif init_from is not None:
+        print(f"train: starting from {init_from} ({init_parts})")
+    if device_count > 1:
+        print(f"train: data parallel over {device_count} devices ({jax.devices()[0].platform}), "
+              f"{settings['batch_size'] // device_count} faces per person on each")
     if step > settings["steps"]:
         raise FacepipeError(f"train: checkpoint in {checkpoint_dir} is at step {step}, past train.steps="
                             f"{settings['steps']}; raise train.steps or delete the checkpoint folder")
+    ms = ModelSettings.from_preset(settings["preset"])
     preview_rng = np.random.default_rng(settings["seed"])
     preview_faces = [center_faces(f[preview_rng.choice(len(f), min(PREVIEW_FACES, len(f)), replace=False)],
-                     ms.resolution, coverage) for f in faces]
+                     ms.resolution, settings["coverage"]) for f in faces]
     log_every = max(1, settings["steps"] // 1000)
-    rng_states = {}
     started, first_step = time.time(), step
     progress = tqdm(total=settings["steps"], initial=step, desc=f"train {people[0]}<->{people[1]}", unit="step")
 
-    stepper = Stepper(model, optimizer, settings["loss"])
-
     def save():
-        stepper.sync()
-        ckpt.save(step, model, optimizer, {"step": step, "history": history, **rng_states})
+        ckpt.save(step, trainer, {"step": step, "history": history})
 
-    # Started last, just before the loop whose `finally` stops them.
-    seeds = np.random.SeedSequence(settings["seed"]).spawn(2)
-    streams = [BatchStream(f, settings["batch_size"], ms.resolution, coverage, np.random.default_rng(s),
-                           resume_after=meta[f"rng_{side}"] if meta else None)
-               for f, s, side in zip(faces, seeds, "ab")]
     try:
         while step < settings["steps"]:
-            (rng_states["rng_a"], (wa, ta)), (rng_states["rng_b"], (wb, tb)) = streams[0].next(), streams[1].next()
-            loss_a, loss_b = stepper(wa, ta, wb, tb)
+            loss_a, loss_b = trainer.step()
             step += 1
             if step % log_every == 0 or step == settings["steps"]:
                 history.append([step, round(float(loss_a), 6), round(float(loss_b), 6)])
@@ -273,8 +378,8 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
             if step % settings["save_every"] == 0:
                 save()
             if step % settings["preview_every"] == 0:
-                stepper.sync()
-                ckpt.save_preview(step, preview_grid(model, *preview_faces))
+                trainer.sync()
+                ckpt.save_preview(step, preview_grid(trainer.model, *preview_faces))
     except KeyboardInterrupt:
         if step and step % settings["save_every"]:
             save()
@@ -282,14 +387,12 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
         raise
     finally:
         progress.close()
-        for s in streams:
-            s.close()
     save()
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(out_dir / "weights.msgpack", weights_bytes(model))
-    final_grid = preview_grid(model, *preview_faces)
+    write_model(out_dir, trainer, model_info(settings, people, precision, int(faces[0].shape[1]), step,
+                                             None if start is None else (Path(init_from), init_parts, start[1])))
+    final_grid = preview_grid(trainer.model, *preview_faces)
     ckpt.save_preview(step, final_grid)
     with atomic_path(out_dir / "preview.png") as tmp:
         media.write_image(tmp, final_grid)
@@ -302,17 +405,6 @@ def run(dataset_a: str | Path, dataset_b: str | Path, out_dir: str | Path, check
     with atomic_path(out_dir / "loss.png") as tmp:
         media.write_image(tmp, figures.loss_plot([h[0] for h in history], {
             f"loss {people[0]} (A)": [h[1] for h in history], f"loss {people[1]} (B)": [h[2] for h in history]}))
-    model_info = {
-        "people": {"a": people[0], "b": people[1]},
-        "preset": settings["preset"],
-        "model": ms.to_json(),
-        "coverage": coverage,
-        "crop_size": int(faces[0].shape[1]),
-        "padding_fraction": align.PADDING_FRACTION,  # where the mean face sits in the crops it learned
-        "parameters": count_params(model),
-        "steps": step,
-    }
-    write_json(out_dir / "model.json", model_info)
     metrics = {"steps": step, "loss_a": history[-1][1], "loss_b": history[-1][2],
                "faces_a": len(faces[0]), "faces_b": len(faces[1]),
                "steps_this_run": step - first_step, "seconds_this_run": round(time.time() - started, 1)}

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 import sys
 
-from facepipe.config import check_config, load_params
+from facepipe.config import check_config, check_start, load_params
 from facepipe.errors import FacepipeError
 from facepipe.plan import Plan
 
@@ -19,7 +19,9 @@ def _config_name():
 def _load():
     try:
         check_config(config, _config_name())
-        return load_params("params.yaml"), Plan(config, _config_name())
+        params = load_params("params.yaml")
+        check_start(params, config, _config_name())
+        return params, Plan(config, _config_name())
     except FacepipeError as exc:
         # One line, before any job starts: the file, the key, what to do.
         sys.exit(f"facepipe: error: {exc}")
@@ -33,13 +35,14 @@ wildcard_constraints:
     person=r"[A-Za-z0-9_-]+",
     pair=r"[A-Za-z0-9_-]+",
     swap=r"[A-Za-z0-9_-]+",
-    clip=r"people/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+|swaps/[A-Za-z0-9_-]+",
+    clip=r"people/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+|pool/[A-Za-z0-9_-]+|swaps/[A-Za-z0-9_-]+",
     target=r"pairs/[A-Za-z0-9_-]+|swaps/[A-Za-z0-9_-]+",
 
 
 def all_targets():
     targets = [f"results/reports/filter/{person}.{ext}" for person in PLAN.person_sources for ext in ("json", "jpg")]
-    targets += [f"results/models/{pair}/{name}" for pair in config["pairs"] for name in ("weights.msgpack", "loss.png")]
+    models = list(config["pairs"]) + (["pretrain"] if "pretrain" in config else [])
+    targets += [f"results/models/{model}/{name}" for model in models for name in ("weights.msgpack", "loss.png")]
     targets += [swap_output(swap) for swap in config["swaps"]]
     evaluated = (("pairs", config["pairs"]), ("swaps", [s for s in config["swaps"] if not PLAN.swap_is_photos(s)]))
     targets += [f"results/metrics/{kind}/{name}.{ext}" for kind, names in evaluated for name in names
@@ -98,21 +101,67 @@ def person_reference(wildcards):
     return [reference] if reference else []
 
 
-def reference_args(wildcards):
-    return shlex.join(["--reference"] + person_reference(wildcards)) if person_reference(wildcards) else ""
+def person_args(wildcards):
+    return shlex.join(["--person", wildcards.person] + (["--reference"] + person_reference(wildcards)
+                                                        if person_reference(wildcards) else []))
+
+
+def pool_faces(wildcards):
+    return [f"results/faces/{clip}" for clip in PLAN.pool]
 
 
 # train
-def pair_dataset(side):
-    def dataset(wildcards):
-        return f"results/datasets/{PLAN.pair(wildcards.pair)[side]}"
+START_KEYS = ("init_from", "init_parts")
 
-    return dataset
+
+def start_model(pair):
+    """The model folder a pair starts from (train.init_from), or None. The pair that
+    init_from names starts from scratch, as does the pretrained model."""
+    start = PARAMS["train"]["init_from"]
+    if start is None or start == pair:
+        return None
+    return f"results/models/{start}" if start == "pretrain" or start in config["pairs"] else start
+
+
+def train_inputs(wildcards):
+    pair = PLAN.pair(wildcards.pair)
+    inputs = {"a": f"results/datasets/{pair['a']}", "b": f"results/datasets/{pair['b']}"}
+    start = start_model(wildcards.pair)
+    if start:  # a DAG input: the model trains first, and a new version of it reruns this pair
+        inputs.update(start_weights=f"{start}/weights.msgpack", start_model=f"{start}/model.json")
+    return inputs
+
+
+def train_settings(wildcards):
+    """The train settings this pair's job depends on: how it starts only if it does."""
+    if start_model(wildcards.pair):
+        return PARAMS["train"]
+    return {key: value for key, value in PARAMS["train"].items() if key not in START_KEYS}
+
+
+def start_args(wildcards):
+    start = start_model(wildcards.pair)
+    return shlex.join(["--init-from", start]) if start else ""
+
+
+def model_folder(wildcards, output):
+    return os.path.dirname(output.weights)
 
 
 def pair_people(wildcards):
     pair = PLAN.pair(wildcards.pair)
-    return shlex.join([pair["a"], pair["b"]])
+    return shlex.join(["--people", pair["a"], pair["b"]])
+
+
+def pretrain_datasets(wildcards):
+    """The pool: every pretraining person's dataset and the faces of the pretraining sources."""
+    return [f"results/datasets/{person}" for person in PLAN.pretrain_people] + (
+        ["results/pretrain/faces"] if PLAN.pool else [])
+
+
+def pretrain_settings(wildcards):
+    settings = {key: value for key, value in PARAMS["train"].items() if key not in START_KEYS + ("steps",)}
+    return {**settings, "pretrain_steps": PARAMS["pretrain"]["steps"]}
 
 
 # convert
@@ -159,10 +208,13 @@ def evaluate_inputs(wildcards):
     swap = PLAN.swap(name)
     pair = PLAN.pair(swap["pair"])
     target = pair["b"] if swap["from"] == pair["a"] else pair["a"]
+    # The model's resolution and coverage; every person, to tell whom the output looks like.
     return {"video": swap_output(name), "swap_report": f"results/swaps/{name}.json",
             "frames": f"results/frames/swaps/{name}",
-            "faces": f"results/faces/swaps/{name}", "source": f"results/datasets/{swap['from']}",
-            "target": f"results/datasets/{target}"}
+            "faces": f"results/faces/swaps/{name}", "model": f"results/models/{swap['pair']}/model.json",
+            "source": f"results/datasets/{swap['from']}", "target": f"results/datasets/{target}",
+            "other_people": [f"results/datasets/{person}" for person in config["people"]
+                             if person not in (swap["from"], target)]}
 
 
 def evaluate_args(wildcards):
@@ -170,8 +222,11 @@ def evaluate_args(wildcards):
     paths = evaluate_inputs(wildcards)
     if kind == "pairs":
         return shlex.join(["pair", "--model", f"results/models/{name}", "--a", paths["a"], "--b", paths["b"]])
-    return shlex.join(["swap"] + [arg for key in ("video", "swap_report", "frames", "faces", "source", "target")
-                                  for arg in (f"--{key.replace('_', '-')}", paths[key])])
+    model_dir = os.path.dirname(paths["model"])
+    return shlex.join(["swap", "--model", model_dir]
+                      + [arg for key in ("video", "swap_report", "frames", "faces", "source", "target")
+                         for arg in (f"--{key.replace('_', '-')}", paths[key])]
+                      + ["--people"] + [f"results/datasets/{person}" for person in config["people"]])
 
 
 # versioning

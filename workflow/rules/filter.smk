@@ -13,13 +13,33 @@ rule filter:
         ),
     params:
         settings=PARAMS["filter"],
-        reference=reference_args,
+        who=person_args,
     conda:
         "../envs/facepipe.yaml"
     log:
         "logs/filter/{person}.log",
     threads: 2
     shell:
-        "facepipe filter --person {wildcards.person} --faces {input.faces:q} {params.reference}"
+        "facepipe filter {params.who} --faces {input.faces:q}"
         " --out {output.dataset:q} --report {output.report:q}"
         " --sheet {output.sheet:q} --threads {threads} 2>&1 | tee {log:q}"
+
+
+# The pretraining sources' faces, whoever they show: one pool, no identity check.
+use rule filter as filter_pool with:
+    input:
+        faces=pool_faces,
+    output:
+        dataset=directory("results/pretrain/faces"),
+        report="results/reports/pretrain/faces.json",
+        sheet=report(
+            "results/reports/pretrain/faces.jpg",
+            caption="../report/pool.rst",
+            category="People",
+            labels={"person": "pretraining pool", "figure": "kept and dropped faces"},
+        ),
+    params:
+        settings=PARAMS["filter"],
+        who="--person pool --anyone",
+    log:
+        "logs/filter/pretrain-pool.log",

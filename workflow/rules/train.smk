@@ -1,7 +1,6 @@
 rule train:
     input:
-        a=pair_dataset("a"),
-        b=pair_dataset("b"),
+        unpack(train_inputs),
     output:
         weights="results/models/{pair}/weights.msgpack",
         model="results/models/{pair}/model.json",
@@ -20,9 +19,13 @@ rule train:
         timelapse="results/models/{pair}/timelapse.mp4",
         loss="results/models/{pair}/loss.csv",
         metrics="results/models/{pair}/metrics.json",
+    wildcard_constraints:
+        pair=r"(?!pretrain$)[A-Za-z0-9_-]+",
     params:
-        settings=PARAMS["train"],
-        people=pair_people,
+        settings=train_settings,
+        role=pair_people,
+        start=start_args,
+        out=model_folder,
         # Not an output: Snakemake would delete it before a rerun, and it is what
         # lets a rerun (or more steps) continue instead of starting over.
         checkpoints="results/checkpoints/{pair}",
@@ -36,5 +39,41 @@ rule train:
     resources:
         mem_mb=8000,
     shell:
-        "facepipe train --a {input.a:q} --b {input.b:q} --people {params.people}"
-        " --out results/models/{wildcards.pair} --checkpoints {params.checkpoints:q} 2>&1 | tee {log:q}"
+        "facepipe train --a {input.a:q} --b {input.b:q} {params.role} {params.start}"
+        " --out {params.out:q} --checkpoints {params.checkpoints:q} 2>&1 | tee {log:q}"
+
+
+# One model learns the faces of many people, on both sides; pairs start from it
+# (train.init_from: pretrain). The same stage, with pretrain.steps.
+use rule train as pretrain with:
+    input:
+        a=pretrain_datasets,
+        b=pretrain_datasets,
+    output:
+        weights="results/models/pretrain/weights.msgpack",
+        model="results/models/pretrain/model.json",
+        preview=report(
+            "results/models/pretrain/preview.png",
+            caption="../report/pretrain.rst",
+            category="Pairs",
+            labels={"pair": "pretrain", "figure": "preview grid"},
+        ),
+        loss_plot=report(
+            "results/models/pretrain/loss.png",
+            caption="../report/pretrain_loss.rst",
+            category="Pairs",
+            labels={"pair": "pretrain", "figure": "training loss"},
+        ),
+        timelapse="results/models/pretrain/timelapse.mp4",
+        loss="results/models/pretrain/loss.csv",
+        metrics="results/models/pretrain/metrics.json",
+    params:
+        settings=pretrain_settings,
+        role="--pretrain",
+        start="",
+        out=model_folder,
+        checkpoints="results/checkpoints/pretrain",
+    log:
+        "logs/train/pretrain.log",
+    benchmark:
+        "logs/benchmarks/train/pretrain.tsv"

@@ -1,0 +1,243 @@
+"""Quality against training time (run by hand: `python benchmarks/quality_vs_time.py`).
+
+The pair is woman_a <-> woman_b of ../shared/media (FACEPIPE_MEDIA); the swap is the
+first 6 s of woman_a's clip as woman_b. Three arms train for the same wall-clock budget
+on this machine, one after the other:
+
+  (a) the 2017 recipe from scratch: its model (preset original), loss, optimizer and
+      coverage (recipe original, coverage 0.625);
+  (b) facepipe's recipe from scratch: params.yaml's train section as it is;
+  (c) the same from a model pretrained on other people only: man_a, man_b, the green
+      screen man, the 720p scene, the people of more/ as persons, and the two-face clip
+      and more/photos as a pool of anyone's faces: none of the pair's faces. Its
+      pretraining is timed apart (--pretrain-minutes).
+
+Training time is counted from the first step (its compilation included); the clock
+stops while a model is measured, at fixed points of the budget: on held-out faces
+(evaluate's pair measures: MAE and SSIM over the face and over the model's view) and on
+the swap, rendered by the convert stage and scored by the evaluate stage (expression,
+pose, sharpness at the model's resolution, identity, seam, flicker, background).
+
+The data are built first by the real workflow (snakemake: download, frames, detect,
+filter) in --work. Prints the curves, writes them as a PNG (curves.png) and a
+before/after strip of the swap at the end of each arm (strip.png) into --work, and as
+ratios, budget / minutes each arm needs to reach what (a) reaches at the end of the
+budget (per measure; 0 where never reached). The last line is one JSON object;
+comparisons are under keys ending in `_ratio`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import jax
+import numpy as np
+import yaml
+
+from facepipe import convert, devices, evaluate, figures, media, train
+from facepipe.config import load_params
+from facepipe.input_pipeline import load_faces
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIR = ("woman_a", "woman_b")
+SWAP = {"video": "media/woman_a.mp4", "from": "woman_a", "start": 0, "duration": 6}
+OTHERS = {"man_a": "man_a.mp4", "man_b": "man_b.mp4", "man_green": "man_greenscreen_noaudio.mp4",
+          "woman_scene": "woman_scene_720p.mp4", "person_c": "more/person_c_fullbody.mp4",
+          "person_d": "more/person_d.mp4", "person_e": "more/person_e.mp4", "person_f": "more/person_f.mp4",
+          "child_a": "more/child_a.mp4"}
+POOL = ["media/two_faces_360p.mp4", "media/more/photos"]
+ARMS = {
+    "a": ("2017 recipe, from scratch", {"recipe": "original", "preset": "original", "coverage": 0.625,
+                                       "learning_rate": None}, False),
+    "b": ("facepipe recipe, from scratch", {}, False),
+    "c": ("facepipe recipe, pretrained on others", {}, True),
+}
+EVAL_AT = (0, 1 / 30, 2 / 30, 4 / 30, 7 / 30, 10 / 30, 15 / 30, 20 / 30, 25 / 30, 1)  # shares of the budget
+# (key, better: +1 higher, -1 lower): the measures whose time to reach (a)'s end is a ratio.
+RATIO_MEASURES = (("held_out_face_mae", -1), ("held_out_face_ssim", 1), ("sharpness", 1),
+                  ("expression_mouth_correlation", 1), ("identity_within_spread", 1))
+
+
+def prepare(work: Path, media_dir: Path, fps: float) -> dict:
+    """Builds every dataset and the swap clip's frames and faces with the real workflow."""
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "media").exists():
+        (work / "media").symlink_to(media_dir, target_is_directory=True)
+    for name in ("Snakefile", "workflow"):
+        target = work / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, target)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["frames"]["fps"] = fps
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    config = {"people": {**{p: {"sources": [f"media/{p}.mp4"]} for p in PAIR},
+                         **{p: {"sources": [f"media/{f}"]} for p, f in OTHERS.items()}},
+              "pairs": {"pair": {"a": PAIR[0], "b": PAIR[1]}},
+              "pretrain": {"people": list(OTHERS), "sources": POOL},
+              "swaps": {"swap": {"pair": "pair", **SWAP}}}
+    (work / "config").mkdir(exist_ok=True)
+    (work / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    targets = [f"results/datasets/{p}" for p in (*PAIR, *OTHERS)] + [
+        "results/pretrain/faces", "results/frames/swaps/swap", "results/faces/swaps/swap"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--cores", str(os.cpu_count()), "--quiet",
+                    *targets], cwd=work, env=env, check=True)
+    results = work / "results"
+    return {"datasets": {p: results / f"datasets/{p}" for p in (*PAIR, *OTHERS)}, "pool": results / "pretrain/faces",
+            "frames": results / "frames/swaps/swap", "faces": results / "faces/swaps/swap",
+            "params": params}
+
+
+class Measure:
+    """Writes a trained model as the train stage would, then scores it as the evaluate
+    stage does: held-out faces, and the swap rendered by the convert stage."""
+
+    def __init__(self, data: dict, folder: Path):
+        self.data, self.folder = data, folder
+        self.crop_size = json.loads((data["faces"] / "alignments.json").read_text())["crop_size"]
+        self.convert_settings = {**data["params"]["convert"], "max_distance": None}
+
+    def __call__(self, trainer: train.Trainer, settings: dict, precision: str, step: int) -> tuple[dict, list]:
+        model_dir, video, report = self.folder / "model", self.folder / "swap.mp4", self.folder / "swap.json"
+        train.write_model(model_dir, trainer, train.model_info(settings, PAIR, precision, self.crop_size, step, None))
+        datasets = self.data["datasets"]
+        pair, _ = evaluate.evaluate_pair(model_dir, datasets[PAIR[0]], datasets[PAIR[1]])
+        convert.run(self.data["frames"], self.data["faces"], model_dir, video, SWAP["from"], datasets[SWAP["from"]],
+                    self.convert_settings, report)
+        swap, stills = evaluate.evaluate_swap(video, self.data["frames"], self.data["faces"], model_dir,
+                                              datasets[PAIR[0]], datasets[PAIR[1]], list(datasets.values()),
+                                              self.data["params"]["evaluate"], json.loads(report.read_text()))
+        held_out = {f"held_out_{k}": round(float(np.mean([pair[s][k] for s in "ab"])), 5)
+                    for k in ("face_mae", "face_ssim", "mae", "ssim")}
+        return {**held_out, **{k: v for k, v in swap.items() if k not in ("frames", "frames_scored")}}, stills
+
+
+def train_for(label: str, trainer: train.Trainer, settings: dict, precision: str, seconds: float,
+              measure: Measure | None) -> tuple[list[dict], list]:
+    """Steps `trainer` for `seconds` of training time, measuring at EVAL_AT of it."""
+    curve, elapsed, step, stills = [], 0.0, 0, []
+    marks = [share * seconds for share in EVAL_AT] if measure else []
+    while True:
+        if marks and elapsed >= marks[0]:
+            marks.pop(0)
+            point, stills = measure(trainer, settings, precision, step)
+            curve.append({"minutes": round(elapsed / 60, 2), "step": step, **point})
+            print(f"{label}: {elapsed / 60:5.1f} min, step {step}: " + ", ".join(
+                f"{k} {point[k]}" for k, _ in RATIO_MEASURES), file=sys.stderr, flush=True)
+        if elapsed >= seconds:
+            return curve, stills
+        started = time.perf_counter()
+        jax.block_until_ready(trainer.step())
+        elapsed += time.perf_counter() - started
+        step += 1
+
+
+def minutes_to_reach(curve: list[dict], key: str, goal: float, better: int) -> float | None:
+    """When the curve first reaches `goal` (linear between measured points)."""
+    previous = None
+    for point in curve:
+        value = point[key]
+        if value is not None and better * (value - goal) >= 0:
+            if previous is None or previous[key] is None:
+                return point["minutes"]
+            span = value - previous[key]
+            share = (goal - previous[key]) / span if span else 1.0
+            return previous["minutes"] + share * (point["minutes"] - previous["minutes"])
+        previous = point
+    return None
+
+
+def strip(stills_by_arm: dict[str, list]) -> np.ndarray:
+    """Rows: the input frames, then each arm's swap at the end of its budget."""
+    rows = [np.concatenate([original for original, _ in next(iter(stills_by_arm.values()))], axis=1)]
+    rows += [np.concatenate([swapped for _, swapped in stills], axis=1) for stills in stills_by_arm.values()]
+    image = np.concatenate(rows, axis=0)
+    return cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30, help="training budget per arm")
+    parser.add_argument("--pretrain-minutes", type=float, default=60, help="pretraining budget for arm (c)")
+    parser.add_argument("--arms", default="abc")
+    parser.add_argument("--fps", type=float, default=10, help="frames a second taken from each training video")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/facepipe-quality-vs-time"))
+    parser.add_argument("--media", type=Path, default=Path(os.environ.get("FACEPIPE_MEDIA", ROOT.parent / "shared/media")))
+    parser.add_argument("--reuse-pretrained", action="store_true", help="keep a pretrained model of an earlier run")
+    args = parser.parse_args()
+
+    data = prepare(args.work, args.media.resolve(), args.fps)
+    base = load_params(args.work / "params.yaml")["train"]
+    faces = [load_faces([data["datasets"][p]]) for p in PAIR]
+    pretrained = args.work / "pretrained"
+    result = {"cpu": devices.cpu_model(), "cores": os.cpu_count(), "device": str(jax.devices()[0]), "pair": "/".join(PAIR),
+              "swap": f"{SWAP['from']} as {PAIR[1]}, {SWAP['duration']} s", "budget_minutes": args.minutes,
+              "faces": {p: len(f) for p, f in zip(PAIR, faces)}, "arms": {}}
+    if "c" in args.arms:
+        pool = load_faces([*[data["datasets"][p] for p in OTHERS], data["pool"]])
+        if not (args.reuse_pretrained and (pretrained / "model.json").is_file()):
+            precision = devices.precision(base["precision"])
+            trainer = train.Trainer(pool, pool, base, precision, people=("pretrain", "pretrain"))
+            started = time.perf_counter()
+            steps = 0
+            while time.perf_counter() - started < args.pretrain_minutes * 60:
+                jax.block_until_ready(trainer.step())
+                steps += 1
+            train.write_model(pretrained, trainer, train.model_info(base, ("pretrain", "pretrain"), precision,
+                                                                    pool.shape[1], steps, None))
+            print(f"pretrained on {len(pool)} faces: {steps} steps in {args.pretrain_minutes} min", file=sys.stderr)
+        info = json.loads((pretrained / "model.json").read_text())
+        result["pretrain"] = {"minutes": args.pretrain_minutes, "steps": info["steps"], "faces": len(pool)}
+    stills = {}
+    for arm in args.arms:
+        label, overrides, from_pretrained = ARMS[arm]
+        settings = {**base, **overrides}
+        precision = devices.precision(settings["precision"])
+        start = None
+        if from_pretrained:
+            start_info, weights = train.read_start(pretrained, settings)
+            start = (start_info, weights, "both")
+        trainer = train.Trainer(*faces, settings, precision, start, people=PAIR)
+        measure = Measure(data, args.work / f"arm_{arm}")
+        curve, stills[arm] = train_for(f"({arm}) {label}", trainer, settings, precision, args.minutes * 60, measure)
+        result["arms"][arm] = {"label": label, "preset": settings["preset"], "recipe": settings["recipe"],
+                               "coverage": settings["coverage"], "pretrained": from_pretrained,
+                               "final": curve[-1], "curve": curve}
+    if "a" in result["arms"]:
+        goal = result["arms"]["a"]["final"]
+        for arm in result["arms"]:
+            for key, better in RATIO_MEASURES:
+                if goal.get(key) is None:
+                    continue
+                minutes = minutes_to_reach(result["arms"][arm]["curve"], key, goal[key], better)
+                result["arms"][arm][f"minutes_to_reach_a_{key}"] = minutes
+                if arm != "a":
+                    # Reached at the first measurement (0 minutes): bounded by the next one.
+                    bound = max(minutes, result["arms"][arm]["curve"][1]["minutes"]) if minutes is not None else None
+                    result[f"{arm}_vs_a_{key}_ratio"] = round(args.minutes / bound, 2) if bound else 0.0
+    panels = []
+    for key, _ in RATIO_MEASURES + (("seam", -1),):
+        series = {f"({arm})": [p[key] if p[key] is not None else np.nan for p in r["curve"]]
+                  for arm, r in result["arms"].items()}
+        xs = {f"({arm})": [p["minutes"] for p in r["curve"]] for arm, r in result["arms"].items()}
+        panels.append(figures.line_plot(xs, series, "minutes", key, size=(720, 240)))
+    with open(args.work / "curves.png", "wb") as f:
+        f.write(cv2.imencode(".png", cv2.cvtColor(np.concatenate(panels), cv2.COLOR_RGB2BGR))[1].tobytes())
+    media.write_image(args.work / "strip.png", strip(stills))
+    for arm, r in result["arms"].items():
+        print(f"({arm}) {r['label']}:", file=sys.stderr)
+        for point in r["curve"]:
+            print("   " + " ".join(f"{k}={v}" for k, v in point.items()), file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
