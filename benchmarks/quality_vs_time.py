@@ -88,8 +88,12 @@ def prepare(work: Path, media_dir: Path, fps: float) -> dict:
     targets = [f"results/datasets/{p}" for p in (*PAIR, *OTHERS)] + [
         "results/pretrain/faces", "results/frames/swaps/swap", "results/faces/swaps/swap"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--cores", str(os.cpu_count()), "--quiet",
-                    *targets], cwd=work, env=env, check=True)
+    with open(work / "snakemake.log", "w") as log:
+        build = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--cores", str(os.cpu_count()),
+                                *targets], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if build.returncode:
+        sys.exit(f"quality_vs_time: building the data failed; see {work / 'snakemake.log'}")
+    os.chdir(work)  # stage outputs name their inputs relative to the project, as Snakemake runs them
     results = work / "results"
     return {"datasets": {p: results / f"datasets/{p}" for p in (*PAIR, *OTHERS)}, "pool": results / "pretrain/faces",
             "frames": results / "frames/swaps/swap", "faces": results / "faces/swaps/swap",
