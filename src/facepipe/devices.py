@@ -3,9 +3,10 @@
 `train.precision` is `auto`, `float32` or `bfloat16` (parameters and optimizer state stay
 float32 either way; bfloat16 is the precision of convolutions and matrix products).
 `auto` is bfloat16 on a GPU, whose matrix units run it several times faster, and
-float32 on a CPU, where XLA's bfloat16 convolutions are no faster (measured on AMD EPYC:
-a whole training step of the original model 3.1 s in float32 against 3.3 s in
-bfloat16; see benchmarks/train_throughput.py --precision)."""
+float32 on a CPU, where XLA's bfloat16 convolutions are slower (measured on AMD EPYC, 2
+cores, batch 16: a training step of the original model 3.2 s in float32 against 3.5 s
+in bfloat16, of lite 0.74 s against 0.87 s; benchmarks/train_throughput.py
+--precision)."""
 
 from __future__ import annotations
 
