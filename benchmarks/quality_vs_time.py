@@ -23,7 +23,8 @@ The data are built first by the real workflow (snakemake: download, frames, dete
 filter) in --work. Prints the curves, writes them as a PNG (curves.png) and a
 before/after strip of the swap at the end of each arm (strip.png) into --work, and as
 ratios, budget / minutes each arm needs to reach what (a) reaches at the end of the
-budget (per measure; 0 where never reached). The last line is one JSON object;
+budget, to stay (per measure; 0 where never reached; none for a measure (a) did not
+improve). The last line is one JSON object;
 comparisons are under keys ending in `_ratio`."""
 
 from __future__ import annotations
@@ -147,18 +148,38 @@ def train_for(label: str, trainer: train.Trainer, settings: dict, precision: str
 
 
 def minutes_to_reach(curve: list[dict], key: str, goal: float, better: int) -> float | None:
-    """When the curve first reaches `goal` (linear between measured points)."""
-    previous = None
-    for point in curve:
-        value = point[key]
-        if value is not None and better * (value - goal) >= 0:
-            if previous is None or previous[key] is None:
-                return point["minutes"]
-            span = value - previous[key]
-            share = (goal - previous[key]) / span if span else 1.0
-            return previous["minutes"] + share * (point["minutes"] - previous["minutes"])
-        previous = point
-    return None
+    """When the curve reaches `goal` to stay (linear between measured points): a passing
+    spike, such as the noise of a fresh model counting as detail, does not count."""
+    reached = [p[key] is not None and better * (p[key] - goal) >= 0 for p in curve]
+    if not reached[-1]:
+        return None
+    first = len(reached) - reached[::-1].index(False) if False in reached else 0
+    if first == 0:
+        return curve[0]["minutes"]
+    before, after = curve[first - 1], curve[first]
+    if before[key] is None:
+        return after["minutes"]
+    share = (goal - before[key]) / (after[key] - before[key])
+    return before["minutes"] + share * (after["minutes"] - before["minutes"])
+
+
+def ratios(result: dict, budget: float) -> None:
+    """Adds, per arm and measure, the minutes it takes to reach what (a) reaches at the
+    end of the budget, and for (b) and (c) budget / those minutes as `_ratio` keys. A
+    measure (a) did not improve over its budget has no ratio: its end is no goal."""
+    a_curve = result["arms"]["a"]["curve"]
+    for key, better in RATIO_MEASURES:
+        goal, start = a_curve[-1][key], a_curve[0][key]
+        if goal is None or start is None or better * (goal - start) <= 0:
+            result.setdefault("no_ratio", []).append(key)
+            continue
+        for arm, record in result["arms"].items():
+            minutes = minutes_to_reach(record["curve"], key, goal, better)
+            record[f"minutes_to_reach_a_{key}"] = minutes
+            if arm != "a":
+                # Reached at the first measurement (0 minutes): bounded by the next one.
+                bound = max(minutes, record["curve"][1]["minutes"]) if minutes is not None else None
+                result[f"{arm}_vs_a_{key}_ratio"] = round(budget / bound, 2) if bound else 0.0
 
 
 def strip(stills_by_arm: dict[str, list]) -> np.ndarray:
@@ -218,17 +239,7 @@ def main() -> None:
                                "coverage": settings["coverage"], "pretrained": from_pretrained,
                                "final": curve[-1], "curve": curve}
     if "a" in result["arms"]:
-        goal = result["arms"]["a"]["final"]
-        for arm in result["arms"]:
-            for key, better in RATIO_MEASURES:
-                if goal.get(key) is None:
-                    continue
-                minutes = minutes_to_reach(result["arms"][arm]["curve"], key, goal[key], better)
-                result["arms"][arm][f"minutes_to_reach_a_{key}"] = minutes
-                if arm != "a":
-                    # Reached at the first measurement (0 minutes): bounded by the next one.
-                    bound = max(minutes, result["arms"][arm]["curve"][1]["minutes"]) if minutes is not None else None
-                    result[f"{arm}_vs_a_{key}_ratio"] = round(args.minutes / bound, 2) if bound else 0.0
+        ratios(result, args.minutes)
     panels = []
     for key, _ in RATIO_MEASURES + (("seam", -1),):
         series = {f"({arm})": [p[key] if p[key] is not None else np.nan for p in r["curve"]]
