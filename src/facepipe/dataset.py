@@ -47,7 +47,7 @@ def read_index(dataset_dir: str | Path) -> dict:
     return index
 
 
-def load_faces(dataset_dir: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def read_faces(dataset_dir: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """A person's kept faces of one split ("train" or "holdout"): crops as uint8
     (N, S, S, 3) and their 68 landmarks in crop pixels (N, 68, 2)."""
     faces = [face for face in read_index(dataset_dir)["faces"] if face["split"] == split]

@@ -57,7 +57,7 @@ def load_faces(dataset_dirs: list[str | Path], split: str = "train") -> np.ndarr
     uint8 (N, S, S, 4): RGB and the region labels."""
     blocks = []
     for directory in dataset_dirs:
-        images, landmarks = dataset.load_faces(directory, split)
+        images, landmarks = dataset.read_faces(directory, split)
         labels = np.stack([face_regions(points, images.shape[1]) for points in landmarks])
         blocks.append(np.concatenate([images, labels[..., None]], axis=-1))
     return np.concatenate(blocks)
