@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent  # facepipe, snakemake and dvc live beside this python
+BIN = Path(sys.executable).parent  # facepipe, snakemake and dvc live beside this python, called by path
 
 
 def media_dir() -> Path:
@@ -33,21 +33,23 @@ def media() -> Path:
 
 
 def env() -> dict:
+    """The environment of every command a test runs: as a user's who did not activate
+    .venv (tools are called by path), so nothing relies on its bin folder on PATH."""
     e = dict(os.environ)
-    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    e["PATH"] = os.pathsep.join(p for p in e.get("PATH", "").split(os.pathsep) if p and Path(p) != BIN)
     e.setdefault("JAX_PLATFORMS", "cpu")
     return e
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+def run(cmd: list[str], cwd: Path, check: bool = True, environment: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=environment or env(), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 
-def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(BIN / "snakemake"), "--cores", "2", *args], cwd, check)
+def snakemake(cwd: Path, *args: str, check: bool = True, environment: dict | None = None) -> subprocess.CompletedProcess:
+    return run([str(BIN / "snakemake"), "--cores", "2", *args], cwd, check, environment)
 
 
 TINY_PARAMS = {
@@ -94,6 +96,7 @@ def built(media, tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("built") / "project", pair_config())
     run(["git", "init", "-q"], project)
     run([str(BIN / "dvc"), "init", "-q"], project)
+    shutil.copy(ROOT / ".dvcignore", project)
     snakemake(project)
     return project
 

@@ -186,5 +186,23 @@ def test_photos_in_photos_out(built, tmp_path):
         swapped = read_image(out / name)
         original = read_image(photos / stills[i])
         assert swapped.shape == original.shape and psnr(swapped, original) < 35
+    # Drawn on the photos themselves: a lossless one keeps every pixel outside the face.
+    faces = json.loads((project / "results/faces/swaps/stills/alignments.json").read_text())["faces"]
+    order = json.loads((project / "results/frames/swaps/stills/frames.json").read_text())["photos"]
+    for name, written in (("still_20.png", "still_20.png"), ("still_55.bmp", "still_55.png")):
+        x0, y0, x1, y1 = next(f["box"] for f in faces if f["frame"] == order.index(name))
+        w, h = x1 - x0, y1 - y0
+        original, swapped = read_image(photos / name), read_image(out / written)
+        outside = np.ones(original.shape[:2], bool)
+        outside[max(0, int(y0 - h / 2)):int(y1 + h / 2), max(0, int(x0 - w / 2)):int(x1 + w / 2)] = False
+        assert outside.mean() > 0.5 and np.array_equal(swapped[outside], original[outside]), name
+        assert not np.array_equal(swapped, original)
     report = json.loads((project / "results/swaps/stills.json").read_text())
     assert report["faces_swapped"] == 4
+
+
+def test_convert_batch_size_changes_speed_not_the_video(built, tmp_path):
+    """convert.batch_size is a speed setting (a change to it reruns nothing), so the
+    model must give each face the same pixels whatever faces share its batch."""
+    convert(built, tmp_path, "batch5.mp4", batch_size=5)
+    assert (tmp_path / "batch5.mp4").read_bytes() == (built / "results/swaps/wa_as_wb.mp4").read_bytes()

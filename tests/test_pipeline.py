@@ -13,9 +13,9 @@ from conftest import BIN, copy_project, rules_run, run, snakemake
 from facepipe.media import audio_duration, probe, read_frames
 
 
-def planned_jobs(project, *args: str) -> dict[str, int]:
+def planned_jobs(project, *args: str, environment: dict | None = None) -> dict[str, int]:
     """Rule -> job count that `snakemake -n` plans."""
-    out = snakemake(project, "-n", *args).stdout
+    out = snakemake(project, "-n", *args, environment=environment).stdout
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:", 1)[1]
@@ -93,6 +93,15 @@ def test_param_changes_rerun_exactly_their_stages(built, tmp_path):
     assert planned_jobs(project) == {"convert": 1, "evaluate": 1, "all": 1}
     edit("convert", "crf", crf)
     assert planned_jobs(project) == {}
+
+    # Speed-only settings rerun nothing; evaluate.dilate only the swap's evaluation.
+    for stage, key, value in (("convert", "batch_size", 3), ("train", "save_every", 50), ("download", "retries", 9)):
+        original = edit(stage, key, value)
+        assert planned_jobs(project) == {}, key
+        edit(stage, key, original)
+    edit("evaluate", "dilate", 0.5)
+    assert planned_jobs(project) == {"evaluate": 1, "all": 1}
+    edit("evaluate", "dilate", 0.25)
 
     edit("train", "steps", 400)
     assert planned_jobs(project) == {"train": 1, "convert": 1, "evaluate": 2, "all": 1}

@@ -77,7 +77,7 @@ def test_snakemake_lint_is_clean():
 def test_committed_dvc_yaml_is_generated_from_the_snakefile(monkeypatch):
     """dvc.yaml must not drift from the workflow: it is what `facepipe dvc-yaml` writes."""
     monkeypatch.chdir(ROOT)
-    assert (ROOT / "dvc.yaml").read_text() == dvcstages.render([])
+    assert (ROOT / "dvc.yaml").read_text() == dvcstages.render()
 
 
 def test_training_losses_are_zero_only_for_identical_images_and_count_by_region():

@@ -83,7 +83,14 @@ def _snakemake_args(args) -> list[str]:
 def cmd_dvc_yaml(args):
     from . import dvcstages
 
-    dvcstages.write(args.out, _snakemake_args(args))
+    dvcstages.write(args.out, args.configfile)
+
+
+def cmd_fingerprints(args):
+    from . import stage_code
+
+    for path in stage_code.write_fingerprints():
+        print(f"fingerprints: {path} changed")
 
 
 def cmd_restore(args):
@@ -178,6 +185,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="dvc.yaml")
     s.add_argument("--configfile", help="build config (default: the Snakefile's config/config.yaml)")
     s.set_defaults(func=cmd_dvc_yaml)
+
+    s = sub.add_parser("fingerprints", help="write each stage's code fingerprint to workflow/fingerprints/")
+    s.set_defaults(func=cmd_fingerprints)
 
     s = sub.add_parser("restore", help="dvc pull, then mark the restored outputs up to date for Snakemake")
     s.add_argument("--configfile", help="build config (default: the Snakefile's config/config.yaml)")

@@ -297,9 +297,10 @@ class PhotoWriter:
         return self._dir.__exit__(exc_type, exc, tb)
 
 
-def read_photos(frames_dir: Path, index: dict) -> Generator[np.ndarray]:
-    for name in index["files"]:
-        yield media.read_image(frames_dir / name)
+def read_photos(index: dict) -> Generator[np.ndarray]:
+    """The original photos (the frames stage's JPEG copies are for detection only)."""
+    for name in index["photos"]:
+        yield media.read_image(Path(index["photos_dir"]) / name)
 
 
 def render(frames: Generator[np.ndarray], count: int, by_frame: dict[int, list[dict]], swapper: Swapper,
@@ -419,7 +420,7 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     size = None if photos else layout.output_size(index["width"], index["height"])
     if photos:
         writer = PhotoWriter(out, index["photos"], tags)
-        frames = read_photos(frames_dir, index)
+        frames = read_photos(index)
     else:
         video = media.probe(index["video"])
         fps = Fraction(index["fps"])

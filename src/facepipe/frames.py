@@ -44,7 +44,9 @@ def run(download_dir: str | Path, out_dir: str | Path, *, fps: float | None, sta
                 files.append(f"frame_{len(files):06d}.jpg")
                 photos.append(name)
                 media.write_image(tmp / files[-1], image, jpeg_quality)
-            index = {"source": info["source"], "kind": "photos", "fps": None, "photos": photos}
+            # convert draws on the photos themselves, not these JPEG copies: a PNG stays lossless.
+            index = {"source": info["source"], "kind": "photos", "fps": None, "photos_dir": str(path),
+                     "photos": photos}
         else:
             video = media.probe(path)
             rate = video.fps if fps is None else Fraction(fps).limit_denominator(1001)

@@ -32,7 +32,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from . import align, devices, figures, media
+from . import align, devices, figures, media, stage_code
 from .errors import FacepipeError
 from .fsutil import atomic_path, write_bytes, write_json
 from .input_pipeline import augment, center_faces, load_faces
@@ -210,9 +210,10 @@ def write_timelapse(target: Path, previews: list[Path]) -> None:
 
 
 def fingerprint(settings: dict, dataset_dirs: list[Path], start: tuple[dict, bytes, str] | None) -> str:
-    """Identity of a training run: the data, the model it starts from, and every setting
-    that shapes the result."""
-    h = hashlib.sha256()
+    """Identity of a training run: the data, the model it starts from, every setting
+    that shapes the result and the code that computes it (a checkpoint of other code is
+    not continued)."""
+    h = hashlib.sha256(stage_code.fingerprint("train").encode())
     h.update(json.dumps({k: v for k, v in sorted(settings.items()) if k not in RESUMABLE_KEYS + START_KEYS}).encode())
     for d in dataset_dirs:
         h.update((d / "faces.json").read_bytes())

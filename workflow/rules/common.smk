@@ -6,9 +6,11 @@ import shlex
 from pathlib import Path
 import sys
 
+from facepipe import stage_code
 from facepipe.config import check_config, check_start, load_params
 from facepipe.errors import FacepipeError
 from facepipe.plan import Plan
+from facepipe.settings import dependency, output_keys
 
 
 def _config_name():
@@ -28,6 +30,19 @@ def _load():
 
 
 PARAMS, PLAN = _load()
+
+# Jobs run the facepipe of the environment Snakemake itself runs in, activated or not
+# (`.venv/bin/snakemake`); under --use-conda, the rule's environment comes first.
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+
+# What each stage's code computes (facepipe.stage_code): a rule parameter, so a real change
+# to a stage's code reruns it and its dependents; the files are DVC's dependencies.
+CODE = stage_code.fingerprints()
+stage_code.write_fingerprints()
 
 
 wildcard_constraints:
@@ -71,12 +86,9 @@ def clip_download(wildcards):
 
 
 def clip_settings(wildcards):
-    """The frames settings this clip really uses, so that only a change to them reruns it."""
-    clip = PLAN.clips[wildcards.clip]
-    if clip.native_fps:
-        return {"fps": "source", "start": clip.start, "duration": clip.duration,
-                "jpeg_quality": PARAMS["frames"]["jpeg_quality"]}
-    return PARAMS["frames"]
+    """The frames settings this clip really uses, so that only a change to them reruns it:
+    a swap's clip keeps every frame of its own range (in the command)."""
+    return dependency(PARAMS, "frames", ["jpeg_quality"] if PLAN.clips[wildcards.clip].native_fps else None)
 
 
 def clip_args(wildcards):
@@ -134,9 +146,8 @@ def train_inputs(wildcards):
 
 def train_settings(wildcards):
     """The train settings this pair's job depends on: how it starts only if it does."""
-    if start_model(wildcards.pair):
-        return PARAMS["train"]
-    return {key: value for key, value in PARAMS["train"].items() if key not in START_KEYS}
+    keys = output_keys("train")
+    return dependency(PARAMS, "train", keys if start_model(wildcards.pair) else [k for k in keys if k not in START_KEYS])
 
 
 def start_args(wildcards):
@@ -160,8 +171,8 @@ def pretrain_datasets(wildcards):
 
 
 def pretrain_settings(wildcards):
-    settings = {key: value for key, value in PARAMS["train"].items() if key not in START_KEYS + ("steps",)}
-    return {**settings, "pretrain_steps": PARAMS["pretrain"]["steps"]}
+    keys = [key for key in output_keys("train") if key not in START_KEYS + ("steps",)]
+    return {**dependency(PARAMS, "train", keys), **dependency(PARAMS, "pretrain")}
 
 
 # convert
@@ -217,6 +228,11 @@ def evaluate_inputs(wildcards):
                              if person not in (swap["from"], target)]}
 
 
+def evaluate_settings(wildcards):
+    """Only a swap's evaluation reads the evaluate section."""
+    return dependency(PARAMS, "evaluate") if wildcards.target.startswith("swaps/") else {}
+
+
 def evaluate_args(wildcards):
     kind, name = wildcards.target.split("/")
     paths = evaluate_inputs(wildcards)
@@ -240,9 +256,9 @@ def version_with_dvc():
 
     from facepipe import dvcstages
 
-    args = []
-    for configfile in workflow.config_settings.configfiles or []:
-        args += ["--configfile", os.path.relpath(configfile)]
-    dvcstages.write("dvc.yaml", args)
+    configfiles = workflow.config_settings.configfiles or []
+    args = ["--configfile", os.path.relpath(configfiles[-1])] if configfiles else []
+    # Another process: the generator builds a Snakemake workflow of its own.
+    subprocess.run([sys.executable, "-m", "facepipe", "dvc-yaml", *args], check=True)
     with dvcstages.kept_mtimes("results"):  # dvc commit relinks files; Snakemake compares mtimes
-        subprocess.run(["dvc", "commit", "--force", "--quiet"], check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"], check=True)

@@ -11,7 +11,8 @@ rule convert:
     wildcard_constraints:
         swap=swap_names("video"),
     params:
-        settings=PARAMS["convert"],
+        settings=dependency(PARAMS, "convert"),
+        code=CODE["convert"],
         source=swap_from,
         model=swap_model_dir,
     conda:

@@ -4,7 +4,8 @@ rule detect:
     output:
         directory("results/faces/{clip}"),
     params:
-        settings=PARAMS["detect"],
+        settings=dependency(PARAMS, "detect"),
+        code=CODE["detect"],
     conda:
         "../envs/facepipe.yaml"
     log:

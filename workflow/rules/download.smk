@@ -6,7 +6,8 @@ rule download:
     params:
         location=source_location,
         kind=source_kind,
-        settings=PARAMS["download"],
+        settings=dependency(PARAMS, "download"),
+        code=CODE["download"],
     conda:
         "../envs/facepipe.yaml"
     log:

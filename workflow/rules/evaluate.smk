@@ -16,7 +16,8 @@ rule evaluate:
             labels={"target": "{target}", "figure": "before / after"},
         ),
     params:
-        settings=PARAMS["evaluate"],
+        settings=evaluate_settings,
+        code=CODE["evaluate"],
         args=evaluate_args,
     conda:
         "../envs/facepipe.yaml"

@@ -12,7 +12,8 @@ rule filter:
             labels={"person": "{person}", "figure": "kept and dropped faces"},
         ),
     params:
-        settings=PARAMS["filter"],
+        settings=dependency(PARAMS, "filter"),
+        code=CODE["filter"],
         who=person_args,
     conda:
         "../envs/facepipe.yaml"
@@ -39,7 +40,8 @@ use rule filter as filter_pool with:
             labels={"person": "pretraining pool", "figure": "kept and dropped faces"},
         ),
     params:
-        settings=PARAMS["filter"],
+        settings=dependency(PARAMS, "filter"),
+        code=CODE["filter"],
         who="--person pool --anyone",
     log:
         "logs/filter/pretrain-pool.log",

@@ -5,6 +5,7 @@ rule frames:
         directory("results/frames/{clip}"),
     params:
         settings=clip_settings,
+        code=CODE["frames"],
         clip=clip_args,
     conda:
         "../envs/facepipe.yaml"

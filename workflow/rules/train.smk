@@ -23,6 +23,7 @@ rule train:
         pair=r"(?!pretrain$)[A-Za-z0-9_-]+",
     params:
         settings=train_settings,
+        code=CODE["train"],
         role=pair_people,
         start=start_args,
         out=model_folder,
@@ -69,6 +70,7 @@ use rule train as pretrain with:
         metrics="results/models/pretrain/metrics.json",
     params:
         settings=pretrain_settings,
+        code=CODE["train"],
         role="--pretrain",
         start="",
         out=model_folder,
