@@ -19,6 +19,7 @@ faces/s, so 1.0 would mean the rest of the work were free)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -32,33 +33,33 @@ import numpy as np
 from flax import nnx
 
 from facepipe import align, config, convert, detect, download, frames, media, train
-from facepipe.fsutil import write_bytes, write_json
+from facepipe.formats import model_folder
 from facepipe.input_pipeline import center_faces
-from facepipe.models import FaceSwapModel, ModelSettings, count_params, weights_bytes
+from facepipe.models import FaceSwapModel, ModelSettings
+from facepipe.settings import ConvertSettings, TrainSettings, section
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("woman_scene_720p.mp4", "two_faces_360p.mp4")
 
 
-def make_model(out: Path, settings: dict) -> tuple[FaceSwapModel, dict]:
+def make_model(out: Path, settings: TrainSettings) -> tuple[FaceSwapModel, dict]:
     """An untrained original model, saved as the train stage would save it."""
-    settings = {**settings, "preset": "original", "precision": "float32"}
+    settings = dataclasses.replace(settings, preset="original", precision="float32")
     model = FaceSwapModel(ModelSettings.from_preset("original"), rngs=nnx.Rngs(0))
-    info = {**train.model_info(settings, ("a", "b"), "float32", PARAMS["detect"]["crop_size"], 0, None),
-            "parameters": count_params(model)}
-    write_bytes(out / "weights.msgpack", weights_bytes(model))
-    write_json(out / "model.json", info)
-    return model, info
+    model_folder.write(out, model, train.model_info(settings, ("a", "b"), "float32", PARAMS["detect"]["crop_size"], 0,
+                                                    None))
+    return model, model_folder.read_info(out)
 
 
 def prepare(video: Path, work: Path) -> tuple[Path, Path]:
     """download, frames (every frame) and detect of one clip; returns both folders."""
     name = video.stem
-    download.run(str(video), "video", name, work / "download" / name, PARAMS["download"])
+    download.run(location=str(video), kind="video", source_id=name, out_dir=work / "download" / name,
+                 settings=section(PARAMS, "download"))
     frames_dir, faces_dir = work / "frames" / name, work / "faces" / name
-    frames.run(work / "download" / name, frames_dir, fps=None, start=None, duration=None,
-               jpeg_quality=PARAMS["frames"]["jpeg_quality"])
-    detect.run(frames_dir, faces_dir, PARAMS["detect"], threads=2)
+    frames.run(download_dir=work / "download" / name, out_dir=frames_dir,
+               settings=dataclasses.replace(section(PARAMS, "frames"), fps=None, start=0, duration=None))
+    detect.run(frames_dir=frames_dir, out_dir=faces_dir, settings=section(PARAMS, "detect"), threads=2)
     return frames_dir, faces_dir
 
 
@@ -76,10 +77,11 @@ def model_alone(swapper: convert.Swapper, faces: np.ndarray) -> float:
     return len(faces) / (time.perf_counter() - start)
 
 
-def end_to_end(frames_dir: Path, faces_dir: Path, model_dir: Path, out: Path, settings: dict) -> float:
+def end_to_end(frames_dir: Path, faces_dir: Path, model_dir: Path, out: Path, settings: ConvertSettings) -> float:
     count = json.loads((frames_dir / "frames.json").read_text())["count"]
     start = time.perf_counter()
-    convert.run(frames_dir, faces_dir, model_dir, out, "a", model_dir, settings)
+    convert.run(frames_dir=frames_dir, faces_dir=faces_dir, model_dir=model_dir, source_dataset=model_dir, out=out,
+                settings=settings, swap_from="a")
     return count / (time.perf_counter() - start)
 
 
@@ -88,21 +90,21 @@ def main() -> None:
     parser.add_argument("--media", default=os.environ.get("FACEPIPE_MEDIA", ROOT.parent / "shared/media"), type=Path)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    settings = {**PARAMS["convert"], "max_distance": None}
-    result = {"device": str(jax.devices()[0]), "cpus": os.cpu_count(), "batch_size": settings["batch_size"],
-              "preset": "original", "codec": settings["codec"], "encoder_preset": settings["preset"],
-              "color_match": settings["color_match"]}
+    settings = dataclasses.replace(section(PARAMS, "convert"), max_distance=None)
+    result = {"device": str(jax.devices()[0]), "cpus": os.cpu_count(), "batch_size": settings.batch_size,
+              "preset": "original", "codec": settings.codec, "encoder_preset": settings.preset,
+              "color_match": settings.color_match}
     with tempfile.TemporaryDirectory(prefix="facepipe-bench-") as tmp:
         work = Path(tmp)
         (work / "model").mkdir()
-        model, info = make_model(work / "model", PARAMS["train"])
-        swapper = convert.Swapper(model, "b", settings["batch_size"])
+        model, info = make_model(work / "model", section(PARAMS, "train"))
+        swapper = convert.Swapper(model, "b", settings.batch_size)
         for clip in CLIPS:
             frames_dir, faces_dir = prepare(args.media / clip, work)
             faces = model_inputs(frames_dir, faces_dir, info)
             out = work / f"{Path(clip).stem}.mp4"
             end_to_end(frames_dir, faces_dir, work / "model", out, settings)  # warm-up: compile, caches
-            model_alone(swapper, faces[:settings["batch_size"]])
+            model_alone(swapper, faces[:settings.batch_size])
             alone, full = [], []
             for _ in range(args.repeats):
                 alone.append(model_alone(swapper, faces))

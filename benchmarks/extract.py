@@ -19,6 +19,7 @@ The last line is one JSON object; comparisons are under keys ending in `_ratio`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ import cv2
 import psutil
 
 from facepipe import config, detect, download, frames, media
+from facepipe.settings import section
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("two_faces_360p.mp4", "woman_scene_720p.mp4")
@@ -42,10 +44,11 @@ CLIPS = ("two_faces_360p.mp4", "woman_scene_720p.mp4")
 def prepare(video: Path, work: Path, fps: float | None) -> Path:
     """download + frames of one video; returns the frames folder."""
     name = video.stem
-    download.run(str(video), "video", name, work / "download" / name, PARAMS["download"])
+    download.run(location=str(video), kind="video", source_id=name, out_dir=work / "download" / name,
+                 settings=section(PARAMS, "download"))
     out = work / "frames" / name
-    frames.run(work / "download" / name, out, fps=fps, start=None, duration=None,
-               jpeg_quality=PARAMS["frames"]["jpeg_quality"])
+    frames.run(download_dir=work / "download" / name, out_dir=out,
+               settings=dataclasses.replace(section(PARAMS, "frames"), fps=fps, start=0, duration=None))
     return out
 
 
@@ -61,7 +64,7 @@ def detector_alone(images, min_score: float) -> float:
 def stage(frames_dir: Path, out: Path) -> float:
     count = json.loads((frames_dir / "frames.json").read_text())["count"]
     start = time.perf_counter()
-    detect.run(frames_dir, out, PARAMS["detect"], threads=2)
+    detect.run(frames_dir=frames_dir, out_dir=out, settings=section(PARAMS, "detect"), threads=2)
     return count / (time.perf_counter() - start)
 
 
@@ -134,7 +137,8 @@ def memory(media_dir: Path, work: Path, minutes: float) -> dict:
         subprocess.run([media.FFMPEG, "-loglevel", "error", "-y", "-stream_loop", "-1",
                         "-i", str(media_dir / "woman_scene_720p.mp4"), "-t", str(length), "-vf", "scale=1920:1080",
                         "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-c:a", "aac", str(video)], check=True)
-        download.run(str(video), "video", label, work / "download" / label, PARAMS["download"])
+        download.run(location=str(video), kind="video", source_id=label, out_dir=work / "download" / label,
+                     settings=section(PARAMS, "download"))
         facepipe = [sys.executable, "-m", "facepipe.cli"]
         frames_mb, frames_rss, frames_s = peak_memory(facepipe + [
             "frames", "--params", str(ROOT / "params.yaml"), "--download", str(work / "download" / label),

@@ -30,6 +30,7 @@ comparisons are under keys ending in `_ratio`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ import yaml
 from facepipe import convert, devices, evaluate, figures, media, train
 from facepipe.config import load_params
 from facepipe.input_pipeline import load_faces
+from facepipe.settings import TrainSettings, section
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIR = ("woman_a", "woman_b")
@@ -110,24 +112,25 @@ class Measure:
     def __init__(self, data: dict, folder: Path):
         self.data, self.folder = data, folder
         self.crop_size = json.loads((data["faces"] / "alignments.json").read_text())["crop_size"]
-        self.convert_settings = {**data["params"]["convert"], "max_distance": None}
+        self.convert_settings = dataclasses.replace(section(data["params"], "convert"), max_distance=None)
 
-    def __call__(self, trainer: train.Trainer, settings: dict, precision: str, step: int) -> tuple[dict, list]:
+    def __call__(self, trainer: train.Trainer, settings: TrainSettings, precision: str, step: int) -> tuple[dict, list]:
         model_dir, video, report = self.folder / "model", self.folder / "swap.mp4", self.folder / "swap.json"
         train.write_model(model_dir, trainer, train.model_info(settings, PAIR, precision, self.crop_size, step, None))
         datasets = self.data["datasets"]
         pair, _ = evaluate.evaluate_pair(model_dir, datasets[PAIR[0]], datasets[PAIR[1]])
-        convert.run(self.data["frames"], self.data["faces"], model_dir, video, SWAP["from"], datasets[SWAP["from"]],
-                    self.convert_settings, report)
+        convert.run(frames_dir=self.data["frames"], faces_dir=self.data["faces"], model_dir=model_dir,
+                    source_dataset=datasets[SWAP["from"]], out=video, report_path=report,
+                    settings=self.convert_settings, swap_from=SWAP["from"])
         swap, stills = evaluate.evaluate_swap(video, self.data["frames"], self.data["faces"], model_dir,
                                               datasets[SWAP["from"]], datasets[SWAP_TO], list(datasets.values()),
-                                              self.data["params"]["evaluate"], json.loads(report.read_text()))
+                                              section(self.data["params"], "evaluate"), json.loads(report.read_text()))
         held_out = {f"held_out_{k}": round(float(np.mean([pair[s][k] for s in "ab"])), 5)
                     for k in ("face_mae", "face_ssim", "mae", "ssim")}
         return {**held_out, **{k: v for k, v in swap.items() if k not in ("frames", "frames_scored")}}, stills
 
 
-def train_for(label: str, trainer: train.Trainer, settings: dict, precision: str, seconds: float,
+def train_for(label: str, trainer: train.Trainer, settings: TrainSettings, precision: str, seconds: float,
               measure: Measure | None) -> tuple[list[dict], list]:
     """Steps `trainer` for `seconds` of training time, measuring at EVAL_AT of it."""
     curve, elapsed, step, stills = [], 0.0, 0, []
@@ -202,7 +205,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data = prepare(args.work, args.media.resolve(), args.fps)
-    base = load_params(args.work / "params.yaml")["train"]
+    base = section(load_params(args.work / "params.yaml"), "train")
     faces = [load_faces([data["datasets"][p]]) for p in PAIR]
     pretrained = args.work / "pretrained"
     result = {"cpu": devices.cpu_model(), "cores": os.cpu_count(), "device": str(jax.devices()[0]), "pair": "/".join(PAIR),
@@ -211,7 +214,7 @@ def main() -> None:
     if "c" in args.arms:
         pool = load_faces([*[data["datasets"][p] for p in OTHERS], data["pool"]])
         if not (args.reuse_pretrained and (pretrained / "model.json").is_file()):
-            precision = devices.precision(base["precision"])
+            precision = devices.precision(base.precision)
             trainer = train.Trainer(pool, pool, base, precision, people=("pretrain", "pretrain"))
             started = time.perf_counter()
             steps = 0
@@ -226,8 +229,8 @@ def main() -> None:
     stills = {}
     for arm in args.arms:
         label, overrides, from_pretrained = ARMS[arm]
-        settings = {**base, **overrides}
-        precision = devices.precision(settings["precision"])
+        settings = dataclasses.replace(base, **overrides)
+        precision = devices.precision(settings.precision)
         start = None
         if from_pretrained:
             start_info, weights = train.read_start(pretrained, settings)
@@ -235,8 +238,8 @@ def main() -> None:
         trainer = train.Trainer(*faces, settings, precision, start, people=PAIR)
         measure = Measure(data, args.work / f"arm_{arm}")
         curve, stills[arm] = train_for(f"({arm}) {label}", trainer, settings, precision, args.minutes * 60, measure)
-        result["arms"][arm] = {"label": label, "preset": settings["preset"], "recipe": settings["recipe"],
-                               "coverage": settings["coverage"], "pretrained": from_pretrained,
+        result["arms"][arm] = {"label": label, "preset": settings.preset, "recipe": settings.recipe,
+                               "coverage": settings.coverage, "pretrained": from_pretrained,
                                "final": curve[-1], "curve": curve}
     if "a" in result["arms"]:
         ratios(result, args.minutes)

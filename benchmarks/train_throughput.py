@@ -17,6 +17,7 @@ The last line is one JSON object; comparisons are under keys ending in `_ratio`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -31,6 +32,7 @@ import numpy as np
 from facepipe import devices, train
 from facepipe.config import load_params
 from facepipe.models import ModelSettings
+from facepipe.settings import section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,8 +133,8 @@ def torch_stepper(batch: int, channels_last: bool, precision: str):
 
 def jax_stepper(batch: int, precision: str):
     """facepipe's training step, with the 2017 recipe, on 64 random faces a person."""
-    settings = {**load_params(ROOT / "params.yaml")["train"], "recipe": "original", "preset": "original",
-                "coverage": 0.625, "learning_rate": None, "batch_size": batch, "seed": 0}
+    settings = dataclasses.replace(section(load_params(ROOT / "params.yaml"), "train"), recipe="original",
+                                   preset="original", coverage=0.625, learning_rate=None, batch_size=batch, seed=0)
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 256, (64, 256, 256, 4), np.uint8) for _ in range(2)]
     for f in faces:

@@ -9,12 +9,14 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from facepipe import media
-from facepipe.convert import Swapper, composite
-from facepipe.models import load_model
+from facepipe.compositing import composite
+from facepipe.convert import Swapper
+from facepipe.formats import model_folder
 from facepipe.input_pipeline import center_faces
+from facepipe.settings import section
 
 # Every mask and colour method params.yaml accepts (its schema) is tested.
 CHOICES = yaml.safe_load((ROOT / "src/facepipe/schemas/params.schema.yaml").read_text())["properties"]["convert"][
@@ -28,7 +30,7 @@ def swapped_faces(built):
     alignments = json.loads((built / "results/faces/swaps/wa_as_wb/alignments.json").read_text())
     faces = [next(f for f in alignments["faces"] if f["frame"] == i) for i in range(FRAMES)]
     frames = [media.read_image(built / f"results/frames/swaps/wa_as_wb/frame_{i:06d}.jpg") for i in range(FRAMES)]
-    model, info = load_model(built / "results/models/wa_wb", "convert")
+    model, info = model_folder.load(built / "results/models/wa_wb", "convert")
     crop_size = alignments["crop_size"]
     crops = np.stack([cv2.warpAffine(frame, np.asarray(face["matrix"]), (crop_size, crop_size),
                                      borderMode=cv2.BORDER_REPLICATE) for frame, face in zip(frames, faces)])
@@ -38,7 +40,8 @@ def swapped_faces(built):
 
 def render(swapped_faces, **changes) -> list[np.ndarray]:
     frames, faces, new, crop_size, coverage = swapped_faces
-    settings = {**yaml.safe_load((ROOT / "params.yaml").read_text())["convert"], **changes}
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    settings = section({"convert": {**params["convert"], **changes}}, "convert")
     out = []
     for frame, face, drawn in zip(frames, faces, new):
         frame = frame.copy()

@@ -10,10 +10,11 @@ import subprocess
 import cv2
 import numpy as np
 import yaml
-
 from conftest import BIN, copy_project, psnr, rules_run, run, snakemake
+
 from facepipe.convert import range_keyframes
-from facepipe.media import FFMPEG, VideoWriter, audio_duration, gif_blocks, probe, read_frames, read_image
+from facepipe.media import FFMPEG, VideoWriter, audio_duration, probe, read_frames, read_image
+from facepipe.tagging import gif_blocks
 
 SWAP = "results/{}/swaps/wa_as_wb"
 

@@ -10,12 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe import align, dataset, media
+from facepipe import align, media
 from facepipe.evaluate import evaluate_swap
+from facepipe.formats import dataset
 from facepipe.masks import face_mask
 from facepipe.media import FFMPEG
+from facepipe.settings import EvaluateSettings
 
-SETTINGS = {"dilate": 0.25}
+SETTINGS = EvaluateSettings(dilate=0.25)
 SWAP = "results/{}/swaps/wa_as_wb"
 
 
@@ -134,7 +136,7 @@ def test_build_writes_pair_and_swap_metrics(built):
 
 
 def test_report_has_every_section_and_image(built, tmp_path):
-    from conftest import copy_project, run, BIN
+    from conftest import BIN, copy_project, run
 
     project = copy_project(built, tmp_path / "p")
     run([str(BIN / "snakemake"), "--report", "report.html"], project)

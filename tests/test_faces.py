@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-
 from conftest import BIN, ROOT, env, run
+
 from facepipe.media import FFMPEG, VideoWriter, probe, read_frames
 
 # two_faces_360p.mp4, checked by eye on the contact sheets once: a wide stage shot

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import yaml
-
 from conftest import BIN, ROOT, env, run
 
 

@@ -9,11 +9,12 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
 from flax import nnx
 
-from conftest import ROOT
 from facepipe import align, input_pipeline, train
 from facepipe.models import weights_bytes
+from facepipe.settings import section
 
 ROTATION, ZOOM, SHIFT, FLIP = 10.0, 0.05, 0.05, 0.4
 
@@ -91,7 +92,8 @@ def test_device_augmentation_draws_what_the_opencv_one_drew(faces):
 
 def _settings(**overrides):
     settings = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
-    return {**settings, "preset": "tiny", "batch_size": 8, "learning_rate": 5e-4, **overrides}
+    return section({"train": {**settings, "preset": "tiny", "batch_size": 8, "learning_rate": 5e-4, **overrides}},
+                   "train")
 
 
 def _losses(trainer, steps):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import yaml
-
 from conftest import BIN, ROOT, run
+
 from facepipe import align, dvcstages, faces, identity, tracking
 from facepipe.config import check_config, check_params
 from facepipe.errors import FacepipeError
 from facepipe.models import FaceSwapModel, ModelSettings, count_params, pixel_shuffle
 from facepipe.plan import source_id
+from facepipe.settings import section
 
 
 def test_umeyama_recovers_a_similarity():
@@ -103,13 +106,14 @@ def test_training_losses_are_zero_only_for_identical_images_and_count_by_region(
 def test_the_learning_rate_grows_as_the_square_root_of_the_batch_after_a_warm_up():
     from facepipe.train import RECIPES, learning_rate
 
-    settings = {"recipe": "original", "learning_rate": None, "batch_size": 16}
+    settings = section(yaml.safe_load((ROOT / "params.yaml").read_text()), "train")
+    settings = dataclasses.replace(settings, recipe="original", learning_rate=None, batch_size=16)
     assert learning_rate(settings) == RECIPES["original"].learning_rate  # 2017: constant, no warm-up
-    big = learning_rate({**settings, "batch_size": 256})
+    big = learning_rate(dataclasses.replace(settings, batch_size=256))
     peak = 4 * RECIPES["original"].learning_rate
     assert float(big(0)) < peak / 50 and float(big(50)) == pytest.approx(peak / 2, rel=0.05)
     assert float(big(100)) == float(big(10_000)) == pytest.approx(peak)
-    assert learning_rate({**settings, "learning_rate": 1e-3}) == 1e-3
+    assert learning_rate(dataclasses.replace(settings, learning_rate=1e-3)) == 1e-3
 
 
 def test_a_model_started_from_another_takes_each_persons_decoder():
@@ -251,7 +255,7 @@ def test_a_holdout_of_zero_is_refused_by_name():
 
 def test_photos_that_would_share_an_output_name_are_refused(tmp_path):
     from facepipe.convert import PhotoWriter
-    from facepipe.media import SYNTHETIC_TAGS
+    from facepipe.tagging import SYNTHETIC_TAGS
 
     with pytest.raises(FacepipeError, match=r"photos a\.png and a\.bmp would both be written as a\.png"):
         PhotoWriter(tmp_path / "out", ["a.png", "a.bmp"], SYNTHETIC_TAGS)

@@ -5,75 +5,80 @@ params.yaml (`--params`)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
+from . import settings
 from .config import load_params
 from .errors import FacepipeError
 
 
-def _settings(args, stage: str) -> dict:
-    return load_params(args.params)[stage]
+def _settings(args, section: str):
+    return settings.section(load_params(args.params), section)
 
 
 def cmd_download(args):
     from . import download
 
-    download.run(args.source, args.kind, args.id, args.out, _settings(args, "download"))
+    download.run(location=args.source, kind=args.kind, source_id=args.id, out_dir=args.out,
+                 settings=_settings(args, "download"))
 
 
 def cmd_frames(args):
     from . import frames
 
-    settings = _settings(args, "frames")
+    clip = _settings(args, "frames")
     if args.native_fps:  # a swap's clip: every frame, the swap's own range
-        fps, start, duration = None, args.start, args.duration
+        clip = dataclasses.replace(clip, fps=None, start=args.start or 0, duration=args.duration)
     else:
-        fps = settings["fps"]
-        start = settings["start"] if args.start is None else args.start
-        duration = settings["duration"] if args.duration is None else args.duration
-    frames.run(args.download, args.out, fps=fps, start=start, duration=duration,
-               jpeg_quality=settings["jpeg_quality"])
+        clip = dataclasses.replace(clip, start=clip.start if args.start is None else args.start,
+                                   duration=clip.duration if args.duration is None else args.duration)
+    frames.run(download_dir=args.download, out_dir=args.out, settings=clip)
 
 
 def cmd_detect(args):
     from . import detect
 
-    detect.run(args.frames, args.out, _settings(args, "detect"), args.threads)
+    detect.run(frames_dir=args.frames, out_dir=args.out, settings=_settings(args, "detect"), threads=args.threads)
 
 
 def cmd_filter(args):
     from . import filter as face_filter
 
-    face_filter.run(args.person, args.faces, args.out, args.report, _settings(args, "filter"), args.reference,
-                    args.sheet, args.threads, args.anyone)
+    face_filter.run(faces_dirs=args.faces, reference=args.reference, out_dir=args.out, report_path=args.report,
+                    sheet_path=args.sheet, settings=_settings(args, "filter"), person=args.person,
+                    anyone=args.anyone, workers=args.threads)
 
 
 def cmd_train(args):
     from . import train
 
-    settings = _settings(args, "train")
+    training = _settings(args, "train")
     if args.pretrain:  # a pretrained model: its own steps, a pool of faces on both sides, from scratch
-        settings = {**settings, "steps": _settings(args, "pretrain")["steps"]}
+        training = dataclasses.replace(training, steps=_settings(args, "pretrain").steps)
     people = ("pretrain", "pretrain") if args.pretrain else tuple(args.people)
-    train.run(args.a, args.b, args.out, args.checkpoints, settings, people, args.init_from)
+    train.run(datasets_a=args.a, datasets_b=args.b, init_from=args.init_from, out_dir=args.out,
+              checkpoint_dir=args.checkpoints, settings=training, people=people)
 
 
 def cmd_convert(args):
     from . import convert
 
-    convert.run(args.frames, args.faces, args.model, args.out, args.swap_from, args.source_dataset,
-                _settings(args, "convert"), args.report, args.threads)
+    convert.run(frames_dir=args.frames, faces_dir=args.faces, model_dir=args.model, source_dataset=args.source_dataset,
+                out=args.out, report_path=args.report, settings=_settings(args, "convert"), swap_from=args.swap_from,
+                workers=args.threads)
 
 
 def cmd_evaluate(args):
     from . import evaluate
 
-    if args.target == "pair":
-        evaluate.run_pair(args.model, args.a, args.b, args.out, args.table, args.strip)
-    else:
-        evaluate.run_swap(args.video, args.swap_report, args.frames, args.faces, args.model, args.source,
-                          args.target_dataset, args.people, args.out, _settings(args, "evaluate"), args.table,
-                          args.strip)
+    swap = None if args.target == "pair" else evaluate.SwapInputs(
+        video=Path(args.video), report=Path(args.swap_report), frames_dir=Path(args.frames),
+        faces_dir=Path(args.faces), source_dataset=Path(args.source), target_dataset=Path(args.target_dataset),
+        people=[Path(p) for p in args.people])
+    evaluate.run(model_dir=args.model, pair=(args.a, args.b) if args.target == "pair" else None, swap=swap,
+                 out=args.out, table=args.table, strip=args.strip, settings=_settings(args, "evaluate"))
 
 
 def _snakemake_args(args) -> list[str]:

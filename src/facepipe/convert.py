@@ -1,8 +1,9 @@
 """convert: render the swap.
 
 For every frame of the swap's clip, each aligned face of the source person is encoded
-and decoded with the other person's decoder (in batches), masked, colour matched,
-sharpened, warped back and blended; other frames and faces pass through untouched. The
+and decoded with the other person's decoder (in batches), then masked, colour matched,
+sharpened, warped back and blended (`compositing`); other frames and faces pass through
+untouched. The
 output (a video at the source rate with the source audio of the same range, a GIF, or
 photos under their own names) is tagged as synthetic media."""
 
@@ -20,44 +21,19 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from . import align, dataset, identity, media
+from . import identity, media, tagging
 from .align import cut_face
-from .detect import load_alignments, load_frames_index
+from .compositing import composite
 from .errors import FacepipeError
-from .fsutil import atomic_dir, write_json
+from .formats import dataset, model_folder, swap_report
+from .formats.alignments import read as read_alignments
+from .formats.frames_index import read as read_frames_index
+from .fsutil import atomic_dir
 from .input_pipeline import center_faces
-from .masks import face_mask
-from .models import FaceSwapModel, load_model
+from .models import FaceSwapModel
+from .settings import ConvertSettings
 
 CHUNK_FRAMES = 16
-
-
-def match_colour(new: np.ndarray, original: np.ndarray, mask: np.ndarray, method: str) -> np.ndarray:
-    """Recolour the model's face (float RGB, 0-255) to the original's, judged under the
-    mask: `avg-color` moves the mean; `color-transfer` matches mean and spread per channel
-    in Lab (Reinhard et al. 2001); `match-hist` matches each channel's histogram."""
-    weights = mask.ravel() / mask.sum()
-    if method == "avg-color":
-        return new + (original.reshape(-1, 3).T @ weights - new.reshape(-1, 3).T @ weights)
-    if method == "color-transfer":
-        lab_new = cv2.cvtColor(np.clip(new / 255, 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab).reshape(-1, 3)
-        lab_old = cv2.cvtColor(np.clip(original / 255, 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab).reshape(-1, 3)
-        mean_new, mean_old = weights @ lab_new, weights @ lab_old
-        std_new = np.sqrt(weights @ (lab_new - mean_new) ** 2)
-        std_old = np.sqrt(weights @ (lab_old - mean_old) ** 2)
-        lab = (lab_new - mean_new) * (std_old / np.maximum(std_new, 1e-3)) + mean_old
-        return cv2.cvtColor(lab.reshape(new.shape).astype(np.float32), cv2.COLOR_Lab2RGB) * 255
-    if method == "match-hist":
-        out = np.empty_like(new)
-        bins = np.arange(257)
-        for c in range(3):
-            source, reference = new[..., c].ravel(), original[..., c].ravel()
-            cdf_new = np.cumsum(np.histogram(source, bins, weights=weights)[0])
-            cdf_old = np.cumsum(np.histogram(reference, bins, weights=weights)[0])
-            levels = np.interp(cdf_new, cdf_old, bins[:-1])  # new level -> original level of equal rank
-            out[..., c] = np.interp(source, bins[:-1], levels).reshape(new.shape[:2])
-        return out
-    return new
 
 
 class Swapper:
@@ -95,80 +71,6 @@ class Swapper:
         return self.collect(self.submit(faces))
 
 
-def composite(frame: np.ndarray, face: dict, swapped: np.ndarray, crop_size: int, coverage: float,
-              settings: dict, crop: np.ndarray | None = None) -> None:
-    """Blend one swapped face (model output, float [0,1]) into `frame` in place. `crop`
-    is the face's aligned crop of the frame, when the caller has already cut it."""
-    matrix = np.asarray(face["matrix"], np.float64)
-    region = int(round(crop_size * coverage))
-    pad = (crop_size - region) // 2
-    original = (cut_face(frame, face, crop_size) if crop is None else crop).astype(np.float32)
-    new = original.copy()
-    new[pad:pad + region, pad:pad + region] = cv2.resize(swapped * 255.0, (region, region),
-                                                         interpolation=cv2.INTER_CUBIC)
-    mask = face_mask(align.transform_points(face["landmarks"], matrix), crop_size, coverage,
-                     settings["mask_erode"], settings["mask_blur"], settings["mask"])
-    if mask.sum() > 1:
-        new = match_colour(new, original, mask, settings["color_match"])
-    new = np.clip(sharpen(new, settings["sharpen"], settings["sharpen_amount"], settings["sharpen_radius"] * region), 0, 255)
-    # Warp back only into the face's bounding region of the frame: same result, less work.
-    inverse = cv2.invertAffineTransform(matrix)
-    if settings["face_scale"] != 1.0:  # grow or shrink the new face (and its mask) about the crop centre
-        scale = cv2.getRotationMatrix2D((crop_size / 2, crop_size / 2), 0, settings["face_scale"])
-        inverse = inverse @ np.vstack([scale, [0, 0, 1]])
-    corners = align.transform_points([[0, 0], [crop_size, 0], [0, crop_size], [crop_size, crop_size]], inverse)
-    h, w = frame.shape[:2]
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
-    if x1 <= x0 or y1 <= y0:
-        return
-    to_roi = inverse.copy()
-    to_roi[:, 2] -= (x0, y0)
-    size = (int(x1 - x0), int(y1 - y0))
-    new_roi = cv2.warpAffine(new, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    mask_roi = cv2.warpAffine(mask, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
-    roi = frame[y0:y1, x0:x1]
-    if settings["color_match"] == "seamless-clone":
-        new_roi = seamless_clone(new_roi, roi, mask_roi[..., 0])
-    blended = roi.astype(np.float32) * (1 - mask_roi) + new_roi * mask_roi
-    frame[y0:y1, x0:x1] = np.clip(blended, 0, 255).round().astype(np.uint8)
-
-
-UNSHARP_THRESHOLD = 4.0  # levels of 255: changes smaller than this are noise, not edges
-
-
-def sharpen(face: np.ndarray, method: str, amount: float, radius: float) -> np.ndarray:
-    """Restore the detail the 64 px model loses when its face is scaled up: add back
-    `amount` times the difference to a blurred copy (box or Gaussian of `radius` px);
-    `unsharp` does so only where that difference exceeds a threshold, so flat skin keeps
-    its smoothness and only edges get crisper."""
-    if method == "none" or amount <= 0:
-        return face
-    k = max(1, round(radius)) * 2 + 1
-    blurred = cv2.blur(face, (k, k)) if method == "box" else cv2.GaussianBlur(face, (k, k), 0)
-    detail = face - blurred
-    if method == "unsharp":
-        detail = np.where(np.abs(detail) > UNSHARP_THRESHOLD, detail, 0)
-    return face + amount * detail
-
-
-def seamless_clone(new: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Poisson blending (cv2.seamlessClone) of the new face into the frame region: the
-    face keeps its own detail but takes its colour and light from the frame around it."""
-    binary = (mask > 0.5).astype(np.uint8) * 255
-    if not binary.any():
-        return new
-    # Margins, so the solver never meets the region's border; then the mask's box centre
-    # is where OpenCV puts the clone, which keeps the face where it was.
-    pad = 8
-    src = cv2.copyMakeBorder(np.clip(new, 0, 255).astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    dst = cv2.copyMakeBorder(background, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    binary = cv2.copyMakeBorder(binary, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    x, y, w, h = cv2.boundingRect(binary)
-    cloned = cv2.seamlessClone(src, dst, binary, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
-    return cloned[pad:-pad, pad:-pad].astype(np.float32)
-
-
 def check_model_fits(info: dict, alignments: dict, model_dir: Path, faces_dir: Path) -> None:
     """The model can only draw faces aligned the way its training faces were."""
     trained = info.get("padding_fraction")
@@ -179,24 +81,24 @@ def check_model_fits(info: dict, alignments: dict, model_dir: Path, faces_dir: P
                             "this facepipe, or redo detect with the version the model was trained with")
 
 
-def source_faces(faces_dir: Path, alignments: dict, source_dataset: Path, person: str, settings: dict,
+def source_faces(faces_dir: Path, alignments: dict, source_dataset: Path, person: str, settings: ConvertSettings,
                  workers: int) -> list[dict]:
     """The faces of the clip that are the source person (all of them when
     `convert.max_distance` is null): each track is checked against the person's mean
     embedding from their dataset, at faces sampled every `convert.identity_interval` s."""
-    if settings["max_distance"] is None:
+    if settings.max_distance is None:
         return alignments["faces"]
     mean = dataset.person_embedding(source_dataset)
     face_list = alignments["faces"]
     samples, embeddings = identity.embed_samples(faces_dir, face_list, media.frame_rate(alignments["fps"]),
-                                                 settings["identity_interval"], workers)
+                                                 settings.identity_interval, workers)
     distances = identity.distances_to(face_list, samples, embeddings, mean)
-    chosen = [face for face, d in zip(face_list, distances) if d is not None and d <= settings["max_distance"]]
+    chosen = [face for face, d in zip(face_list, distances) if d is not None and d <= settings.max_distance]
     if not chosen:
         nearest = min(d for d in distances if d is not None)
         raise FacepipeError(f"convert: none of the {len(face_list)} faces in {alignments['source']} within the swap's "
                             f"range looks like {person} (nearest identity distance {nearest:.2f} > "
-                            f"convert.max_distance {settings['max_distance']}); check the swap's 'from', or raise "
+                            f"convert.max_distance {settings.max_distance}); check the swap's 'from', or raise "
                             "convert.max_distance (null swaps every face)")
     return chosen
 
@@ -240,9 +142,9 @@ class Layout:
     """The output picture: the swapped frame, or original | swapped side by side with
     captions; scaled by `convert.output_scale` (to even sizes, as yuv420p needs)."""
 
-    def __init__(self, settings: dict, captions: tuple[str, str]):
-        self.side_by_side = settings["side_by_side"]
-        self.scale = settings["output_scale"]
+    def __init__(self, settings: ConvertSettings, captions: tuple[str, str]):
+        self.side_by_side = settings.side_by_side
+        self.scale = settings.output_scale
         self.captions = captions
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
@@ -274,7 +176,7 @@ class PhotoWriter:
 
     def __init__(self, target: Path, names: list[str], tags: dict):
         self.target, self.comment, self.frames = target, tags.get("comment"), 0
-        self.names = [name if not self.comment or Path(name).suffix.lower() in media.COMMENT_SUFFIXES
+        self.names = [name if not self.comment or Path(name).suffix.lower() in tagging.COMMENT_SUFFIXES
                       else f"{Path(name).stem}.png" for name in names]
         sources: dict[str, str] = {}
         for source, name in zip(names, self.names):
@@ -304,7 +206,7 @@ def read_photos(index: dict) -> Generator[np.ndarray]:
 
 
 def render(frames: Generator[np.ndarray], count: int, by_frame: dict[int, list[dict]], swapper: Swapper,
-           model_view: tuple[int, float], crop_size: int, settings: dict, layout: Layout, writer, label: str) -> int:
+           model_view: tuple[int, float], crop_size: int, settings: ConvertSettings, layout: Layout, writer, label: str) -> int:
     """Swap, composite and write every frame, as a pipeline: a thread decodes chunks of
     frames, cuts their faces and hands them to the model (which runs on its own
     threads), while this one composites the previous chunk and feeds the encoder
@@ -377,16 +279,16 @@ def render(frames: Generator[np.ndarray], count: int, by_frame: dict[int, list[d
     return swapped
 
 
-def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, out: str | Path,
-        swap_from: str, source_dataset: str | Path, settings: dict, report_path: str | Path | None = None,
+def run(*, frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, source_dataset: str | Path,
+        out: str | Path, report_path: str | Path | None = None, settings: ConvertSettings, swap_from: str,
         workers: int = 2) -> dict:
     """Render the swap into `out`: a video (.mp4 or .gif) for a video clip, a folder of
     photos for a photo source. Everything that can be wrong is checked before the
     first frame is decoded."""
     frames_dir, out = Path(frames_dir), Path(out)
-    index = load_frames_index(frames_dir)
-    alignments = load_alignments(faces_dir)
-    model, info = load_model(model_dir, "convert")
+    index = read_frames_index(frames_dir)
+    alignments = read_alignments(faces_dir)
+    model, info = model_folder.load(model_dir, "convert")
     check_model_fits(info, alignments, Path(model_dir), Path(faces_dir))
     people = info["people"]
     if swap_from not in people.values():
@@ -394,7 +296,7 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
                             f"not on {swap_from!r}")
     target_side = "b" if people["a"] == swap_from else "a"
     count = index["count"]
-    in_range = selected_frames(settings["frame_ranges"], count)
+    in_range = selected_frames(settings.frame_ranges, count)
     if in_range is not None:
         alignments = {**alignments, "faces": [f for f in alignments["faces"] if f["frame"] in in_range]}
     if not alignments["faces"]:
@@ -405,16 +307,16 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     if photos == (out.suffix != ""):
         raise FacepipeError(f"convert: {out}: a {'photo folder' if photos else 'video'} swap needs "
                             f"{'a folder (no suffix)' if photos else 'an .mp4 or .gif file'} as output")
-    if not photos and out.suffix.lower() != f".{settings['format']}":
-        raise FacepipeError(f"convert: {out} is not a .{settings['format']} file, which params.yaml's "
-                            f"convert.format asks for; name the output .{settings['format']} or change convert.format")
+    if not photos and out.suffix.lower() != f".{settings.format}":
+        raise FacepipeError(f"convert: {out} is not a .{settings.format} file, which params.yaml's "
+                            f"convert.format asks for; name the output .{settings.format} or change convert.format")
     chosen = source_faces(Path(faces_dir), alignments, Path(source_dataset), swap_from, settings, workers)
     by_frame: dict[int, list[dict]] = {}
     for face in chosen:
         by_frame.setdefault(face["frame"], []).append(face)
 
-    swapper = Swapper(model, target_side, settings["batch_size"])
-    tags = media.SYNTHETIC_TAGS if settings["tag_synthetic"] else {}
+    swapper = Swapper(model, target_side, settings.batch_size)
+    tags = tagging.SYNTHETIC_TAGS if settings.tag_synthetic else {}
     layout = Layout(settings, ("original", f"{swap_from} as {people[target_side]}"))
     model_view = (info["model"]["resolution"], info["coverage"])
     size = None if photos else layout.output_size(index["width"], index["height"])
@@ -426,8 +328,8 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
         fps = Fraction(index["fps"])
         writer = media.VideoWriter(out, *size, fps, audio_from=video,
                                    audio_start=index["start"] or None, audio_duration=count / float(fps),
-                                   codec=settings["codec"], crf=settings["crf"], preset=settings["preset"], tags=tags,
-                                   keyframes=range_keyframes(settings["frame_ranges"], count))
+                                   codec=settings.codec, crf=settings.crf, preset=settings.preset, tags=tags,
+                                   keyframes=range_keyframes(settings.frame_ranges, count))
         frames = media.read_frames(video, index["start"] or None, index["duration"])
     with writer:
         swapped = render(frames, count, by_frame, swapper, model_view, alignments["crop_size"], settings, layout,
@@ -435,12 +337,12 @@ def run(frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path, ou
     report = {"frames": count, "fps": index["fps"], "frames_with_faces": len(by_frame),
               "faces_swapped": swapped, "faces_left": len(alignments["faces"]) - len(chosen),
               "swapped_tracks": sorted({face["track"] for face in chosen}), "swapped_runs": swapped_runs(chosen),
-              "frame_ranges": settings["frame_ranges"], "side_by_side": settings["side_by_side"],
+              "frame_ranges": settings.frame_ranges, "side_by_side": settings.side_by_side,
               "size": size and list(size),
               # The mask the new faces were blended through, so evaluate can find its edge.
-              "mask": {"kind": settings["mask"], "erode": settings["mask_erode"], "blur": settings["mask_blur"]},
+              "mask": {"kind": settings.mask, "erode": settings.mask_erode, "blur": settings.mask_blur},
               "coverage": info["coverage"],
               "source": swap_from, "target": people[target_side], "synthetic_tag": bool(tags)}
     if report_path:
-        write_json(report_path, report)
+        swap_report.write(report_path, report)
     return report

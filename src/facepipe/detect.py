@@ -16,24 +16,18 @@ import collections
 import json
 import math
 import multiprocessing
-import shutil
-import zipfile
 from multiprocessing.connection import wait
 from pathlib import Path
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
 from . import align, faces, media, tracking
 from .errors import FacepipeError
+from .formats import alignments, frames_index
 from .fsutil import atomic_dir
+from .settings import DetectSettings
 
-ALIGNMENTS_VERSION = 2
-# Crops go into one uncompressed zip (JPEGs do not compress): creating a file per face
-# cost more CPU than finding the face's landmarks (measured here: 0.5-0.8 ms each).
-CROPS = "crops.zip"
-CROP_QUALITY = 95
 # Frames per worker task: a worker runs each model over a whole chunk in turn, so the
 # detector and dlib's landmark trees stay in cache instead of evicting each other every
 # frame (measured: a quarter less CPU per frame than frame by frame).
@@ -42,38 +36,6 @@ CHUNK = 8
 DEPTH = 2
 # Report stretches without any face at least this long (seconds).
 REPORT_GAP = 1.0
-
-
-def load_frames_index(frames_dir: Path) -> dict:
-    index = Path(frames_dir) / "frames.json"
-    if not index.is_file():
-        raise FacepipeError(f"{frames_dir}: no frames.json; run the frames stage first")
-    return json.loads(index.read_text())
-
-
-def load_alignments(faces_dir: str | Path) -> dict:
-    """A detect output's alignments.json, refused when an older facepipe wrote it."""
-    path = Path(faces_dir) / "alignments.json"
-    if not path.is_file():
-        raise FacepipeError(f"{faces_dir}: no alignments.json; run the detect stage first")
-    alignments = json.loads(path.read_text())
-    if alignments.get("version") != ALIGNMENTS_VERSION:
-        raise FacepipeError(f"{path}: made by an older facepipe; rerun the detect stage")
-    return alignments
-
-
-def open_crops(faces_dir: str | Path) -> zipfile.ZipFile:
-    """The aligned crops of a detect output, by the names in its alignments.json."""
-    path = Path(faces_dir) / CROPS
-    if not path.is_file():
-        raise FacepipeError(f"{faces_dir}: no {CROPS}; run the detect stage first")
-    return zipfile.ZipFile(path)
-
-
-def read_crop(crops: zipfile.ZipFile, name: str) -> np.ndarray:
-    """One aligned crop as RGB."""
-    bgr = cv2.imdecode(np.frombuffer(crops.read(name), np.uint8), cv2.IMREAD_COLOR)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _serve(conn, min_score: float, crop_size: int) -> None:
@@ -101,7 +63,7 @@ def _serve(conn, min_score: float, crop_size: int) -> None:
                 for offset, matrix in jobs:
                     crop = cv2.warpAffine(images[offset], matrix, (crop_size, crop_size), flags=cv2.INTER_AREA,
                                           borderMode=cv2.BORDER_REPLICATE)
-                    encoded.append(cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_QUALITY])[1].tobytes())
+                    encoded.append(alignments.encode_crop(crop))
                 conn.send(("crops", chunk, encoded))
             else:
                 return
@@ -168,22 +130,22 @@ def _faceless_stretches(frames_with_faces: set[int], count: int, min_length: int
 class _Extraction:
     """The main process's side of the pipeline: tracks, smoothing, alignment, records."""
 
-    def __init__(self, index: dict, settings: dict, out: Path):
+    def __init__(self, index: dict, settings: DetectSettings, out: Path):
         self.last_frame = len(index["files"]) - 1
-        self.crop_size = settings["crop_size"]
+        self.crop_size = settings.crop_size
         is_video = index["kind"] == "video"
         self.fps = media.frame_rate(index["fps"]) if is_video else None
-        sigma_frames = settings["smooth_sigma"] * self.fps if is_video and settings["smooth"] else 0.0
+        sigma_frames = settings.smooth_sigma * self.fps if is_video and settings.smooth else 0.0
         # Under one frame of sigma (low sampling rates) the fit would pass through each point.
         self.smoother = tracking.LandmarkSmoother(sigma_frames) if sigma_frames >= 1 else None
         self.reach = self.smoother.reach if self.smoother else 0
-        self.tracker = tracking.Tracker(max_gap=math.ceil(settings["track_gap"] * self.fps)) if is_video else None
+        self.tracker = tracking.Tracker(max_gap=math.ceil(settings.track_gap * self.fps)) if is_video else None
         self.signature = None
         self.waiting = collections.deque()  # analysed frames waiting for `reach` frames of look-ahead
         self.jobs: dict[int, tuple[list[dict], list]] = {}  # chunk -> its records and crop jobs
         self.completed: list[int] = []  # chunks whose frames are all aligned, for their crops
         self.faces_file = (out / "faces.part").open("w")
-        self.crops = zipfile.ZipFile(out / CROPS, "w", zipfile.ZIP_STORED)
+        self.crops = alignments.CropsWriter(out)
         self.records = self.face_count = 0
         self.cuts, self.unreadable, self.tracks = [], [], {}
         self.frames_with_faces: set[int] = set()
@@ -226,7 +188,7 @@ class _Extraction:
             matrix = align.crop_matrix(points, self.crop_size)
             records.append({"frame": frame, "face": j, "track": track, "box": face.box.round(1).tolist(),
                             "score": round(face.score, 4), "landmarks": points.round(2).tolist(),
-                            "matrix": matrix.round(6).tolist(), "crop": f"{frame:06d}_{j}.jpg"})
+                            "matrix": matrix.round(6).tolist(), "crop": alignments.crop_name(frame, j)})
             jobs.append((offset, matrix))
             info = self.tracks.setdefault(track, {"track": track, "first": frame, "faces": 0})
             info["last"], info["faces"] = frame, info["faces"] + 1
@@ -237,8 +199,7 @@ class _Extraction:
         """Store a chunk's crops and records, in order."""
         records, _ = self.jobs.pop(chunk)
         for record, data in zip(records, encoded):
-            # A fixed date keeps the archive byte-identical across reruns.
-            self.crops.writestr(zipfile.ZipInfo(record["crop"], date_time=(1980, 1, 1, 0, 0, 0)), data)
+            self.crops.add(record["crop"], data)
             self.faces_file.write(("," if self.records else "") + json.dumps(record) + "\n")
             self.records += 1
 
@@ -247,12 +208,12 @@ class _Extraction:
         self.crops.close()
 
 
-def run(frames_dir: str | Path, out_dir: str | Path, settings: dict, threads: int = 2) -> dict:
+def run(*, frames_dir: str | Path, out_dir: str | Path, settings: DetectSettings, threads: int = 2) -> dict:
     frames_dir = Path(frames_dir)
-    index = load_frames_index(frames_dir)
+    index = frames_index.read(frames_dir)
     files = index["files"]
     chunks = [range(start, min(start + CHUNK, len(files))) for start in range(0, len(files), CHUNK)]
-    workers = _Workers(max(1, threads), settings["min_score"], settings["crop_size"])
+    workers = _Workers(max(1, threads), settings.min_score, settings.crop_size)
     try:
         with atomic_dir(out_dir) as tmp:
             extraction = _Extraction(index, settings, tmp)
@@ -281,24 +242,19 @@ def run(frames_dir: str | Path, out_dir: str | Path, settings: dict, threads: in
                     next_written += 1
             progress.close()
             extraction.close()
-            alignments = _alignments(index, frames_dir, extraction)
-            with (tmp / "alignments.json").open("w") as out, (tmp / "faces.part").open() as part:
-                # The faces go last and are copied from disk: a long video's records are
-                # never all in memory at once.
-                out.write(json.dumps(alignments)[:-1] + ', "faces": [\n')
-                shutil.copyfileobj(part, out)
-                out.write("]}\n")
+            header = _alignments(index, frames_dir, extraction)
+            with (tmp / "faces.part").open() as part:
+                alignments.write(tmp, header, part)
             (tmp / "faces.part").unlink()
     finally:
         workers.close()
-    _report(frames_dir, alignments, extraction.frames_with_faces, extraction.fps)
-    return alignments
+    _report(frames_dir, header, extraction.frames_with_faces, extraction.fps)
+    return header
 
 
 def _alignments(index: dict, frames_dir: Path, extraction: _Extraction) -> dict:
     """Everything of alignments.json but the faces."""
     return {
-        "version": ALIGNMENTS_VERSION,
         "source": index["source"],
         "frames": str(frames_dir),
         "kind": index["kind"],
@@ -317,10 +273,10 @@ def _alignments(index: dict, frames_dir: Path, extraction: _Extraction) -> dict:
     }
 
 
-def _report(frames_dir: Path, alignments: dict, frames_with_faces: set[int], fps: float | None) -> None:
-    count = alignments["frame_count"]
-    print(f"detect: {alignments['face_count']} faces in {len(frames_with_faces)} of {count} frames, "
-          f"{len(alignments['tracks'])} tracks, {len(alignments['cuts'])} shot cuts")
+def _report(frames_dir: Path, header: dict, frames_with_faces: set[int], fps: float | None) -> None:
+    count = header["frame_count"]
+    print(f"detect: {header['face_count']} faces in {len(frames_with_faces)} of {count} frames, "
+          f"{len(header['tracks'])} tracks, {len(header['cuts'])} shot cuts")
     if not frames_with_faces:
         print(f"detect: warning: no faces in any of the {count} frames of {frames_dir}")
     elif fps:

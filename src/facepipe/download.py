@@ -6,25 +6,26 @@ media and `info.json` (id, title, duration, URL or path, size, rate)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from . import media
 from .errors import FacepipeError
+from .formats import download_info
 from .fsutil import atomic_dir
+from .settings import DownloadSettings
 
 
-def _fetch_url(url: str, tmp: Path, settings: dict) -> tuple[Path, dict]:
+def _fetch_url(url: str, tmp: Path, settings: DownloadSettings) -> tuple[Path, dict]:
     import yt_dlp
 
-    height = settings["max_height"]
+    height = settings.max_height
     options = {
         "format": f"bv*[height<={height}][ext=mp4]+ba[ext=m4a]/b[height<={height}][ext=mp4]/b[height<={height}]/b",
         "merge_output_format": "mp4",
         "outtmpl": str(tmp / "video.%(ext)s"),
         "ffmpeg_location": media.FFMPEG,
-        "retries": settings["retries"],
+        "retries": settings.retries,
         "noplaylist": True,
         "quiet": True,
         "noprogress": False,
@@ -67,7 +68,7 @@ def _copy_photos(folder: Path, tmp: Path) -> list[str]:
     return kept
 
 
-def run(location: str, kind: str, source_id: str, out_dir: str | Path, settings: dict) -> dict:
+def run(*, location: str, kind: str, source_id: str, out_dir: str | Path, settings: DownloadSettings) -> dict:
     with atomic_dir(out_dir) as tmp:
         if kind == "url":
             path, info = _fetch_url(location, tmp, settings)
@@ -90,5 +91,5 @@ def run(location: str, kind: str, source_id: str, out_dir: str | Path, settings:
             info.update(file=path.name, width=probe.width, height=probe.height, fps=probe.fps_text,
                         has_audio=probe.has_audio)
             info["duration"] = info.get("duration") or probe.duration
-        (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+        download_info.write(tmp, info)
     return info

@@ -23,7 +23,7 @@ Writes small JSON files that DVC tracks as metrics."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -31,15 +31,17 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from . import align, dataset, faces, figures, media
+from . import align, faces, figures, media
 from .align import cut_face
-from .detect import load_alignments, load_frames_index
-from .errors import FacepipeError
+from .formats import dataset, model_folder, swap_report
+from .formats.alignments import read as read_alignments
+from .formats.frames_index import read as read_frames_index
 from .fsutil import atomic_path, write_json
 from .input_pipeline import BACKGROUND, center_faces, center_regions, load_faces
-from .masks import face_mask
 from .losses import SSIM_MARGIN, ssim_map
-from .models import FaceSwapModel, ModelSettings, load_model, reconstruct
+from .masks import face_mask
+from .models import FaceSwapModel, ModelSettings, reconstruct
+from .settings import EvaluateSettings
 
 BATCH = 16
 
@@ -63,7 +65,7 @@ def evaluate_pair(model_dir: str | Path, dataset_a: str | Path, dataset_b: str |
     """Reconstruction of each person's held-out faces: over the model's whole view, and
     over the face alone (the landmark hull, grown as training's face region), which is
     what convert pastes."""
-    model, info = load_model(model_dir, "evaluate")
+    model, info = model_folder.load(model_dir, "evaluate")
     untrained = FaceSwapModel(ModelSettings.from_json(info["model"]), dtype=model.encoder.dtype, rngs=nnx.Rngs(0))
     resolution, coverage = info["model"]["resolution"], info["coverage"]
     result, stills = {"steps": info["steps"]}, []
@@ -114,10 +116,7 @@ def _matching(found: list[faces.Face], box) -> faces.Face | None:
 
 def _model_view(model_dir: str | Path) -> tuple[int, float]:
     """The model's resolution and coverage (the share of the crop it draws), from model.json."""
-    info_file = Path(model_dir) / "model.json"
-    if not info_file.is_file():
-        raise FacepipeError(f"{model_dir}: no model.json; run the train stage first")
-    info = json.loads(info_file.read_text())
+    info = model_folder.read_info(model_dir)
     return info["model"]["resolution"], info["coverage"]
 
 
@@ -187,7 +186,7 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 
 def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path,
                   source_dataset: str | Path, target_dataset: str | Path, people: list[str | Path],
-                  settings: dict, report: dict) -> tuple[dict, list]:
+                  settings: EvaluateSettings, report: dict) -> tuple[dict, list]:
     """Scores the faces convert swapped, as its `report` says (`swapped_runs`: per track,
     runs of frames; `mask` and `coverage`: the mask it blended them through); every
     other pixel, faces left alone included, counts as background. Identity, expression
@@ -196,8 +195,8 @@ def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Pa
     `people` are the datasets of every person the build knows (source and target count
     whether listed or not). A side-by-side output is judged by its swapped half, and a
     scaled one at the input's size. Returns the metrics and still (original, swapped) pairs."""
-    index = load_frames_index(Path(frames_dir))
-    alignments = load_alignments(faces_dir)
+    index = read_frames_index(frames_dir)
+    alignments = read_alignments(faces_dir)
     crop_size = alignments["crop_size"]
     resolution, coverage = _model_view(model_dir)
     swapped = {(int(track), frame) for track, runs in report["swapped_runs"].items() for first, last in runs
@@ -269,7 +268,7 @@ def evaluate_swap(video: str | Path, frames_dir: str | Path, faces_dir: str | Pa
             change_in.append(np.abs(a - previous[0])[face_region].mean())
             change_out.append(np.abs(b - previous[1])[face_region].mean())
         previous = (a, b)
-        outside = ~_box_mask(a.shape, boxes, settings["dilate"])
+        outside = ~_box_mask(a.shape, boxes, settings.dilate)
         background_err += float(((a - b)[outside] ** 2).sum())
         background_px += int(outside.sum()) * 3
     scored = len(to_source)
@@ -310,26 +309,35 @@ def _write_strip(path, stills) -> None:
             media.write_image(tmp, figures.before_after_strip(stills), quality=90)
 
 
-def run_pair(model_dir, dataset_a, dataset_b, out, table=None, strip=None) -> dict:
-    result, stills = evaluate_pair(model_dir, dataset_a, dataset_b)
-    write_json(out, result)
-    rows = [("steps", result["steps"])] + [(f"{result[s]['person']} ({s.upper()}): {k}", v)
-                                           for s in ("a", "b") for k, v in result[s].items() if k != "person"]
-    _write_table(table, f"Reconstruction on held-out faces: {Path(model_dir).name}", rows)
-    _write_strip(strip, stills)
-    return result
+@dataclass(frozen=True)
+class SwapInputs:
+    """What a swap's evaluation reads besides the model: convert's video and report, the
+    clip's frames and faces, the datasets of the person shown and the one swapped in, and
+    every person's (to tell whom the output looks like)."""
+    video: Path
+    report: Path
+    frames_dir: Path
+    faces_dir: Path
+    source_dataset: Path
+    target_dataset: Path
+    people: list[Path]
 
 
-def run_swap(video, swap_report, frames_dir, faces_dir, model_dir, source_dataset, target_dataset, people, out,
-             settings, table=None, strip=None) -> dict:
-    if not Path(swap_report).is_file():
-        raise FacepipeError(f"{swap_report}: convert's report is missing; run convert first")
-    report = json.loads(Path(swap_report).read_text())
-    if "mask" not in report:
-        raise FacepipeError(f"{swap_report}: convert's report does not say which mask it used; rerun convert")
-    result, stills = evaluate_swap(video, frames_dir, faces_dir, model_dir, source_dataset, target_dataset, people,
-                                   settings, report)
+def run(*, model_dir: str | Path, pair: tuple[str | Path, str | Path] | None = None, swap: SwapInputs | None = None,
+        out: str | Path, table: str | Path | None = None, strip: str | Path | None = None,
+        settings: EvaluateSettings) -> dict:
+    """Measure a trained pair (its two datasets in `pair`) or a rendered swap (`swap`)."""
+    if pair is not None:
+        result, stills = evaluate_pair(model_dir, *pair)
+        rows = [("steps", result["steps"])] + [(f"{result[s]['person']} ({s.upper()}): {k}", v)
+                                               for s in ("a", "b") for k, v in result[s].items() if k != "person"]
+        title = f"Reconstruction on held-out faces: {Path(model_dir).name}"
+    else:
+        report = swap_report.read(swap.report)
+        result, stills = evaluate_swap(swap.video, swap.frames_dir, swap.faces_dir, model_dir, swap.source_dataset,
+                                       swap.target_dataset, swap.people, settings, report)
+        rows, title = list(result.items()), f"Swap metrics: {Path(swap.video).stem}"
     write_json(out, result)
-    _write_table(table, f"Swap metrics: {Path(video).stem}", list(result.items()))
+    _write_table(table, title, rows)
     _write_strip(strip, stills)
     return result

@@ -17,7 +17,7 @@ it, and every reason is counted in the report and shown on the contact sheet:
 
 Identity is judged per track from faces sampled every `filter.identity_interval`
 seconds (see identity.py). A share `filter.holdout` of the kept faces is held out from
-training for evaluate. Writes the dataset folder (format in dataset.py: each face's
+training for evaluate. Writes the dataset folder (format in formats/dataset.py: each face's
 split, track and landmarks, and the person's mean embedding and its spread), a JSON
 report and a contact sheet."""
 
@@ -30,10 +30,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import align, dataset, faces, figures, identity, media
-from .detect import load_alignments, open_crops, read_crop
+from . import align, faces, figures, identity, media
 from .errors import FacepipeError
+from .formats import dataset
+from .formats.alignments import open_crops, read, read_crop
 from .fsutil import atomic_dir, atomic_path, write_json
+from .settings import FilterSettings
 
 REASONS = ("score", "size", "blur", "pose", "identity", "duplicate")
 SHEET_FACES = 24  # thumbnails per contact sheet row group
@@ -71,7 +73,7 @@ class _Clip:
 
     def __init__(self, number: int, faces_dir: Path):
         self.dir = faces_dir
-        self.alignments = load_alignments(faces_dir)
+        self.alignments = read(faces_dir)
         self.fps = media.frame_rate(self.alignments["fps"])
         self.faces = [dict(face, track=(number, face["track"]), _clip=self) for face in self.alignments["faces"]]
         self.crops = open_crops(faces_dir)
@@ -83,23 +85,23 @@ def _spread_out(face_list: list[dict]) -> list[np.ndarray]:
     return [read_crop(face_list[i]["_clip"].crops, face_list[i]["crop"]) for i in sorted(set(picks.tolist()))]
 
 
-def _judge_quality(clips: list[_Clip], settings: dict, drop) -> list[dict]:
+def _judge_quality(clips: list[_Clip], settings: FilterSettings, drop) -> list[dict]:
     """Drops faces for score, size, blur and pose; returns the others."""
     survivors = []
     for clip in clips:
         crop_size = clip.alignments["crop_size"]
         for face in tqdm(clip.faces, desc=f"quality {clip.dir.name}", unit="face"):
             x0, y0, x1, y1 = face["box"]
-            if face["score"] < settings["min_score"]:
+            if face["score"] < settings.min_score:
                 drop(face, "score")
                 continue
-            if min(x1 - x0, y1 - y0) < settings["min_size"]:
+            if min(x1 - x0, y1 - y0) < settings.min_size:
                 drop(face, "size")
                 continue
             crop = read_crop(clip.crops, face["crop"])
-            if sharpness(crop) < settings["min_sharpness"]:
+            if sharpness(crop) < settings.min_sharpness:
                 drop(face, "blur")
-            elif abs(yaw(face, crop_size)) > settings["max_yaw"]:
+            elif abs(yaw(face, crop_size)) > settings.max_yaw:
                 drop(face, "pose")
             else:
                 face["_thumb"] = thumbnail(crop)  # for the duplicate check
@@ -107,7 +109,7 @@ def _judge_quality(clips: list[_Clip], settings: dict, drop) -> list[dict]:
     return survivors
 
 
-def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: dict, reference: np.ndarray | None,
+def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: FilterSettings, reference: np.ndarray | None,
                     workers: int) -> tuple[list[bool], np.ndarray | None, dict | None, dict]:
     """Whether each survivor is the person, the person's mean embedding and the spread of
     their sampled faces around it, and the report."""
@@ -115,20 +117,20 @@ def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: dict, r
     for clip in clips:
         members = [i for i, face in enumerate(survivors) if face["_clip"] is clip]
         chosen, embedded = identity.embed_samples(clip.dir, [survivors[i] for i in members], clip.fps,
-                                                  settings["identity_interval"], workers)
+                                                  settings.identity_interval, workers)
         picked += [members[i] for i in chosen]
         blocks.append(embedded)
     embeddings = np.concatenate(blocks)
-    report: dict = {"samples": len(picked), "max_distance": settings["max_distance"]}
+    report: dict = {"samples": len(picked), "max_distance": settings.max_distance}
     if not picked:
         report["mode"] = "reference" if reference is not None else "clusters"
         return [], None, None, report
     if reference is not None:
         distances = identity.distances_to(survivors, picked, embeddings, reference)
-        same = [d is not None and d <= settings["max_distance"] for d in distances]
+        same = [d is not None and d <= settings.max_distance for d in distances]
         report.update(mode="reference", nearest_distance=round(min(d for d in distances if d is not None), 4))
     else:
-        labels = identity.clusters_of(survivors, picked, embeddings, settings["max_distance"])
+        labels = identity.clusters_of(survivors, picked, embeddings, settings.max_distance)
         sizes: dict[int, dict] = {}
         for face, label in zip(survivors, labels):
             info = sizes.setdefault(label, {"faces": 0, "frames": set()})
@@ -150,7 +152,7 @@ def _judge_identity(clips: list[_Clip], survivors: list[dict], settings: dict, r
 
 
 def _write_dataset(out_dir, person: str, kept: list[dict], mean_embedding, spread, samples: int,
-                   settings: dict) -> list[dict]:
+                   settings: FilterSettings) -> list[dict]:
     with atomic_dir(out_dir) as tmp:
         (tmp / "faces").mkdir()
         records = []
@@ -160,7 +162,7 @@ def _write_dataset(out_dir, person: str, kept: list[dict], mean_embedding, sprea
             (tmp / name).write_bytes(clip.crops.read(face["crop"]))
             records.append({"file": name, "clip": clip.dir.name, "frame": face["frame"], "face": face["face"],
                             "track": face["track"][1],
-                            "split": "holdout" if is_holdout(name, settings["holdout"]) else "train",
+                            "split": "holdout" if is_holdout(name, settings.holdout) else "train",
                             "landmarks": identity.crop_points(face).round(2).tolist()})
         # Whatever the hashes say, a person with 2 faces or more has both splits: training
         # needs one, evaluate the other.
@@ -172,9 +174,9 @@ def _write_dataset(out_dir, person: str, kept: list[dict], mean_embedding, sprea
     return records
 
 
-def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_path: str | Path,
-        settings: dict, reference: str | None = None, sheet_path: str | Path | None = None,
-        workers: int = 2, anyone: bool = False) -> dict:
+def run(*, faces_dirs: list[str | Path], reference: str | None = None, out_dir: str | Path, report_path: str | Path,
+        sheet_path: str | Path | None = None, settings: FilterSettings, person: str, anyone: bool = False,
+        workers: int = 2) -> dict:
     """Keep `person`'s good faces; with `anyone`, every good face whoever it shows (a pool
     of faces for pretraining: no identity check, no identity in the dataset)."""
     reference_embedding = identity.reference_embedding(reference) if reference else None
@@ -196,7 +198,7 @@ def run(person: str, faces_dirs: list[str | Path], out_dir: str | Path, report_p
         previous = last_thumb.get(face["track"])
         if not is_person:
             drop(face, "identity")
-        elif previous is not None and np.abs(face["_thumb"] - previous).mean() < settings["min_difference"]:
+        elif previous is not None and np.abs(face["_thumb"] - previous).mean() < settings.min_difference:
             drop(face, "duplicate")
         else:
             last_thumb[face["track"]] = face["_thumb"]

@@ -7,7 +7,6 @@ frame i of the clip is frame i of the swapped video. Writes JPEG frames and
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,22 +14,15 @@ from tqdm import tqdm
 
 from . import media
 from .errors import FacepipeError
+from .formats import download_info, frames_index
 from .fsutil import atomic_dir
+from .settings import FramesSettings
 
 
-def source_media(download_dir: str | Path) -> tuple[dict, Path]:
-    download_dir = Path(download_dir)
-    info_file = download_dir / "info.json"
-    if not info_file.is_file():
-        raise FacepipeError(f"{download_dir}: no info.json; run the download stage first")
-    info = json.loads(info_file.read_text())
-    return info, download_dir / (info["file"] if info["kind"] != "photos" else "photos")
-
-
-def run(download_dir: str | Path, out_dir: str | Path, *, fps: float | None, start: float | None,
-        duration: float | None, jpeg_quality: int = 95) -> dict:
-    """Extract frames; `fps=None` keeps every frame at the source rate."""
-    info, path = source_media(download_dir)
+def run(*, download_dir: str | Path, out_dir: str | Path, settings: FramesSettings) -> dict:
+    """Extract frames; `settings.fps` None keeps every frame at the source rate (a swap's clip)."""
+    fps, start, duration, jpeg_quality = settings.fps, settings.start, settings.duration, settings.jpeg_quality
+    info, path = download_info.read(download_dir)
     with atomic_dir(out_dir) as tmp:
         files = []
         if info["kind"] == "photos":
@@ -41,7 +33,7 @@ def run(download_dir: str | Path, out_dir: str | Path, *, fps: float | None, sta
                 except FacepipeError as exc:
                     print(f"frames: skipped {exc}")
                     continue
-                files.append(f"frame_{len(files):06d}.jpg")
+                files.append(frames_index.frame_name(len(files)))
                 photos.append(name)
                 media.write_image(tmp / files[-1], image, jpeg_quality)
             # convert draws on the photos themselves, not these JPEG copies: a PNG stays lossless.
@@ -54,7 +46,7 @@ def run(download_dir: str | Path, out_dir: str | Path, *, fps: float | None, sta
             problems: list[str] = []
             for frame in tqdm(media.read_frames(video, start, duration, None if fps is None else rate, problems),
                               total=round(expected) or None, desc=f"frames {Path(out_dir).name}", unit="frame"):
-                files.append(f"frame_{len(files):06d}.jpg")
+                files.append(frames_index.frame_name(len(files)))
                 media.write_image(tmp / files[-1], frame, jpeg_quality)
             if problems:
                 print(f"frames: warning: {info['source']} is damaged: the decoder reported {len(problems)} errors "
@@ -72,5 +64,5 @@ def run(download_dir: str | Path, out_dir: str | Path, *, fps: float | None, sta
             raise FacepipeError(f"frames: {info['source']}: no readable photos")
         index["files"] = files
         index["count"] = len(files)
-        (tmp / "frames.json").write_text(json.dumps(index, indent=2) + "\n")
+        frames_index.write(tmp, index)
     return index

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from . import align, faces, media
 from .errors import FacepipeError
+from .formats.alignments import open_crops, read_crop
 
 # Samples embedded per task in the worker processes.
 BATCH = 16
@@ -59,8 +60,6 @@ def _embedder() -> faces.Embedder:
 
 
 def _embed_batch(batch: tuple[str, list[tuple[str, np.ndarray]]]) -> np.ndarray:
-    from .detect import open_crops, read_crop
-
     faces_dir, jobs = batch
     with open_crops(faces_dir) as crops:
         return np.stack([_embedder()(read_crop(crops, name), points) for name, points in jobs])
@@ -69,8 +68,6 @@ def _embed_batch(batch: tuple[str, list[tuple[str, np.ndarray]]]) -> np.ndarray:
 def embed(faces_dir: str | Path, face_list: list[dict], workers: int = 2) -> np.ndarray:
     """Embeddings (n, 128) of the given faces of one detect output, from their crops,
     in `workers` processes (dlib holds Python's lock, so threads would not help)."""
-    from .detect import open_crops
-
     if not face_list:
         return np.zeros((0, 128), np.float32)
     open_crops(faces_dir).close()  # a missing archive is one clear error here, not one per worker

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import dataset
+from .formats import dataset
 
 ROTATION, ZOOM, SHIFT, FLIP = 10.0, 0.05, 0.05, 0.4  # the original random_transform_args
 WARP_NOISE = 5 / 256  # the original's jitter of the warp grid: 5 px of a 256 px crop

@@ -4,11 +4,9 @@ ffmpeg-python: arguments are lists, never a shell string)."""
 from __future__ import annotations
 
 import dataclasses
-import html
 import re
 import subprocess
 import tempfile
-import zlib
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -18,17 +16,12 @@ import ffmpeg
 import imageio_ffmpeg
 import numpy as np
 
+from . import tagging
 from .errors import FacepipeError
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-# Photo formats that can carry the synthetic-media comment.
-COMMENT_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".flv"}
-SYNTHETIC_TAGS = {
-    "comment": "Synthetic media: faces in this file were replaced by facepipe (AI face swap).",
-    "synthetic_media": "true",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +214,7 @@ class VideoWriter:
             self.tmp.unlink(missing_ok=True)
             raise FacepipeError(f"{self.target}: ffmpeg failed to encode ({err.splitlines()[-1] if err else 'no message'})")
         if self.gif and self.tags:  # ffmpeg writes no metadata into GIFs: add a comment block
-            self.tmp.write_bytes(gif_with_comment(self.tmp.read_bytes(), self.tags["comment"]))
+            self.tmp.write_bytes(tagging.gif_with_comment(self.tmp.read_bytes(), self.tags["comment"]))
         self.tmp.replace(self.target)
 
     def abort(self) -> None:
@@ -240,74 +233,6 @@ class VideoWriter:
             self.abort()
 
 
-def _gif_blocks_start(data: bytes) -> int:
-    """Where a GIF's blocks begin: after the header, screen descriptor and global colour table."""
-    flags = data[10]
-    return 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
-
-
-def gif_with_comment(data: bytes, comment: str) -> bytes:
-    """Insert a GIF89a comment extension before the GIF's first block."""
-    at = _gif_blocks_start(data)
-    text = comment.encode("ascii", "replace")
-    blocks = b"".join(bytes([len(text[i:i + 255])]) + text[i:i + 255] for i in range(0, len(text), 255))
-    return data[:at] + b"\x21\xfe" + blocks + b"\x00" + data[at:]
-
-
-def gif_blocks(data: bytes) -> tuple[int, list[str]]:
-    """Walk a GIF's blocks: its frame count and its comments."""
-    def skip_sub_blocks(at: int, collect: list | None = None) -> int:
-        while data[at]:
-            if collect is not None:
-                collect.append(data[at + 1:at + 1 + data[at]])
-            at += 1 + data[at]
-        return at + 1
-
-    at = _gif_blocks_start(data)
-    frames, comments = 0, []
-    while at < len(data) and data[at] != 0x3B:
-        if data[at] == 0x21:  # extension: label, then sub-blocks
-            parts = [] if data[at + 1] == 0xFE else None
-            at = skip_sub_blocks(at + 2, parts)
-            if parts is not None:
-                comments.append(b"".join(parts).decode("ascii", "replace"))
-        elif data[at] == 0x2C:  # image: descriptor, local colour table, LZW code size, data
-            local = data[at + 9]
-            at += 10 + (3 * 2 ** ((local & 7) + 1) if local & 0x80 else 0) + 1
-            at = skip_sub_blocks(at)
-            frames += 1
-        else:
-            raise FacepipeError(f"not a well-formed GIF (block 0x{data[at]:02x} at byte {at})")
-    return frames, comments
-
-
-def jpeg_with_comment(data: bytes, comment: str) -> bytes:
-    """Insert a JPEG comment (COM) segment after the start-of-image marker."""
-    text = comment.encode("ascii", "replace")[:65000]
-    return data[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + data[2:]
-
-
-def png_with_comment(data: bytes, comment: str) -> bytes:
-    """Insert a tEXt "Comment" chunk after IHDR (signature 8 bytes + IHDR chunk 25)."""
-    body = b"tEXt" + b"Comment\0" + comment.encode("latin-1", "replace")
-    chunk = (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-    return data[:33] + chunk + data[33:]
-
-
-def webp_with_comment(data: bytes, comment: str, width: int, height: int) -> bytes:
-    """Make a simple (VP8/VP8L) WebP an extended one carrying an XMP packet whose
-    dc:description is the comment; WebP has no plain comment field."""
-    def chunk(fourcc: bytes, payload: bytes) -> bytes:
-        return fourcc + len(payload).to_bytes(4, "little") + payload + b"\0" * (len(payload) % 2)
-
-    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-           '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description>'
-           f'{html.escape(comment)}</dc:description></rdf:Description></rdf:RDF></x:xmpmeta>').encode()
-    vp8x = chunk(b"VP8X", bytes([0x04, 0, 0, 0]) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little"))
-    body = b"WEBP" + vp8x + data[12:] + chunk(b"XMP ", xmp)
-    return b"RIFF" + len(body).to_bytes(4, "little") + body
-
-
 def read_image(path: str | Path) -> np.ndarray:
     """Read a photo as RGB, honouring EXIF orientation."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -319,10 +244,11 @@ def read_image(path: str | Path) -> np.ndarray:
 def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95, comment: str | None = None) -> None:
     """Write a photo in the format its suffix names. `comment` goes into a JPEG's COM
     segment, a PNG's tEXt chunk or a WebP's XMP; other formats cannot take it (see
-    `COMMENT_SUFFIXES`)."""
+    `tagging.COMMENT_SUFFIXES`)."""
     suffix = Path(path).suffix.lower()
-    if comment and suffix not in COMMENT_SUFFIXES:
-        raise FacepipeError(f"{path}: a {suffix} file cannot carry a comment; write {', '.join(COMMENT_SUFFIXES)}")
+    if comment and suffix not in tagging.COMMENT_SUFFIXES:
+        raise FacepipeError(f"{path}: a {suffix} file cannot carry a comment; write "
+                            f"{', '.join(tagging.COMMENT_SUFFIXES)}")
     quality_flag = {".jpg": cv2.IMWRITE_JPEG_QUALITY, ".jpeg": cv2.IMWRITE_JPEG_QUALITY,
                     ".webp": cv2.IMWRITE_WEBP_QUALITY}.get(suffix)
     ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
@@ -330,12 +256,8 @@ def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95, comment: s
     if not ok:
         raise FacepipeError(f"{path}: could not encode image")
     data = buf.tobytes()
-    if comment and suffix in (".jpg", ".jpeg"):
-        data = jpeg_with_comment(data, comment)
-    elif comment and suffix == ".png":
-        data = png_with_comment(data, comment)
-    elif comment:
-        data = webp_with_comment(data, comment, rgb.shape[1], rgb.shape[0])
+    if comment:
+        data = tagging.image_with_comment(data, suffix, comment, rgb.shape[1], rgb.shape[0])
     Path(path).write_bytes(data)
 
 

@@ -7,16 +7,11 @@ and matrix products in bfloat16 for mixed precision). The output is float32."""
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization, traverse_util
-
-from . import devices
-from .errors import FacepipeError
 
 PRESETS = {
     # The 2017 model: 64 px, encoder 128/256/512/1024, Dense 1024, Dense 4x4x1024.
@@ -206,23 +201,6 @@ def load_weights(model: FaceSwapModel, data: bytes, parts: dict[str, str] | None
     nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(restored))
     nnx.update(model, state)
     return model
-
-
-def load_model(model_dir: str | Path, stage: str) -> tuple[FaceSwapModel, dict]:
-    """A trained model and its model.json, computing at the precision it was trained
-    with (`auto` resolved for this machine's devices, which `stage` logs)."""
-    model_dir = Path(model_dir)
-    info_file = model_dir / "model.json"
-    if not info_file.is_file():
-        raise FacepipeError(f"{model_dir}: no model.json; run the train stage first")
-    info = json.loads(info_file.read_text())
-    precision = devices.announce(stage, info["precision"]["setting"])
-    model = FaceSwapModel(ModelSettings.from_json(info["model"]), dtype=devices.DTYPES[precision], rngs=nnx.Rngs(0))
-    try:
-        load_weights(model, (model_dir / "weights.msgpack").read_bytes())
-    except (ValueError, OSError) as exc:
-        raise FacepipeError(f"{model_dir}/weights.msgpack: {exc}; retrain the pair") from None
-    return model, info
 
 
 @nnx.jit(static_argnames="side")

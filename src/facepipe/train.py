@@ -32,12 +32,14 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from . import align, devices, figures, media, stage_code
+from . import align, devices, figures, media, stage_code, tagging
 from .errors import FacepipeError
-from .fsutil import atomic_path, write_bytes, write_json
+from .formats import model_folder
+from .fsutil import atomic_path, write_json
 from .input_pipeline import augment, center_faces, load_faces
 from .losses import image_loss
-from .models import FaceSwapModel, ModelSettings, count_params, load_weights, reconstruct, weights_bytes
+from .models import FaceSwapModel, ModelSettings, load_weights, reconstruct
+from .settings import TrainSettings
 
 # Settings that may change without invalidating a checkpoint: more steps continue it.
 RESUMABLE_KEYS = ("steps", "save_every", "preview_every")
@@ -66,10 +68,10 @@ RECIPES = {
 }
 
 
-def learning_rate(settings: dict) -> optax.Schedule | float:
-    recipe = RECIPES[settings["recipe"]]
-    peak = (settings["learning_rate"] or recipe.learning_rate) * math.sqrt(settings["batch_size"] / REFERENCE_BATCH)
-    if settings["batch_size"] <= REFERENCE_BATCH:
+def learning_rate(settings: TrainSettings) -> optax.Schedule | float:
+    recipe = RECIPES[settings.recipe]
+    peak = (settings.learning_rate or recipe.learning_rate) * math.sqrt(settings.batch_size / REFERENCE_BATCH)
+    if settings.batch_size <= REFERENCE_BATCH:
         return peak  # measured: a warm-up at batch 16 only delays the fast recipe (README, Training)
     return optax.linear_schedule(peak / BIG_BATCH_WARMUP, peak, BIG_BATCH_WARMUP)
 
@@ -78,11 +80,11 @@ def _describe(shape: dict) -> str:
     return f"{shape['model']['resolution']} px {shape['preset']} (coverage {shape['coverage']})"
 
 
-def model_shape(settings: dict) -> dict:
+def model_shape(settings: TrainSettings) -> dict:
     """The settings that shape the network: a checkpoint or a model to start from must
     have the same."""
-    return {"preset": settings["preset"], "model": ModelSettings.from_preset(settings["preset"]).to_json(),
-            "coverage": settings["coverage"]}
+    return {"preset": settings.preset, "model": ModelSettings.from_preset(settings.preset).to_json(),
+            "coverage": settings.coverage}
 
 
 def start_parts(parts: str, people: tuple[str, str], init_people: dict) -> dict[str, str]:
@@ -102,15 +104,13 @@ def start_parts(parts: str, people: tuple[str, str], init_people: dict) -> dict[
     return mapping
 
 
-def read_start(init_dir: Path, settings: dict) -> tuple[dict, bytes]:
+def read_start(init_dir: Path, settings: TrainSettings) -> tuple[dict, bytes]:
     """model.json and weights of the model to start from, checked against this one's shape."""
-    info_file = init_dir / "model.json"
     try:
-        info = json.loads(info_file.read_text())
-        weights = (init_dir / "weights.msgpack").read_bytes()
-    except (OSError, ValueError) as exc:
-        raise FacepipeError(f"train: train.init_from: {init_dir} holds no readable model ({exc.__class__.__name__}: "
-                            f"{exc}); train it first, or dvc pull it") from None
+        info, weights = model_folder.read_info(init_dir), model_folder.read_weights(init_dir)
+    except FacepipeError as exc:
+        raise FacepipeError(f"train: train.init_from: {init_dir} holds no readable model ({exc}); train it first, "
+                            "or dvc pull it") from None
     shape, theirs = model_shape(settings), {k: info.get(k) for k in ("preset", "model", "coverage")}
     if json.loads(json.dumps(shape)) != theirs:
         raise FacepipeError(f"train: train.init_from: {init_dir} holds a {_describe(theirs)} model, params.yaml asks "
@@ -130,11 +130,11 @@ class Trainer:
     `state` is the live training state; `sync()` writes it back into `model` and
     `optimizer` before anything else reads them."""
 
-    def __init__(self, faces_a: np.ndarray, faces_b: np.ndarray, settings: dict, precision: str,
+    def __init__(self, faces_a: np.ndarray, faces_b: np.ndarray, settings: TrainSettings, precision: str,
                  start: tuple[dict, bytes, str] | None = None, people: tuple[str, str] = ("a", "b")):
-        recipe = RECIPES[settings["recipe"]]
-        ms = ModelSettings.from_preset(settings["preset"])
-        self.model = FaceSwapModel(ms, dtype=devices.DTYPES[precision], rngs=nnx.Rngs(settings["seed"]))
+        recipe = RECIPES[settings.recipe]
+        ms = ModelSettings.from_preset(settings.preset)
+        self.model = FaceSwapModel(ms, dtype=devices.DTYPES[precision], rngs=nnx.Rngs(settings.seed))
         if start:
             info, weights, parts = start
             load_weights(self.model, weights, start_parts(parts, people, info["people"]))
@@ -144,10 +144,10 @@ class Trainer:
         self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
         self.faces = [jax.device_put(f, self._replicated) for f in (faces_a, faces_b)]
-        self.key = jax.device_put(jax.random.PRNGKey(settings["seed"]), self._replicated)
+        self.key = jax.device_put(jax.random.PRNGKey(settings.seed), self._replicated)
         graphdef, state = nnx.split((self.model, self.optimizer))
         self.state = jax.device_put(state, self._replicated)
-        batch, coverage = settings["batch_size"], settings["coverage"]
+        batch, coverage = settings.batch_size, settings.coverage
 
         def step(state, key, faces_a, faces_b):
             model, optimizer = nnx.merge(graphdef, state)
@@ -204,17 +204,18 @@ def write_timelapse(target: Path, previews: list[Path]) -> None:
     """The preview grids in step order as a video: the same faces, learned over time."""
     first = media.read_image(previews[0])
     height, width = first.shape[:2]
-    with media.VideoWriter(target, width, height, Fraction(TIMELAPSE_FPS), crf=20, tags=media.SYNTHETIC_TAGS) as video:
+    with media.VideoWriter(target, width, height, Fraction(TIMELAPSE_FPS), crf=20, tags=tagging.SYNTHETIC_TAGS) as video:
         for path in previews:
             video.write(media.read_image(path))
 
 
-def fingerprint(settings: dict, dataset_dirs: list[Path], start: tuple[dict, bytes, str] | None) -> str:
+def fingerprint(settings: TrainSettings, dataset_dirs: list[Path], start: tuple[dict, bytes, str] | None) -> str:
     """Identity of a training run: the data, the model it starts from, every setting
     that shapes the result and the code that computes it (a checkpoint of other code is
     not continued)."""
     h = hashlib.sha256(stage_code.fingerprint("train").encode())
-    h.update(json.dumps({k: v for k, v in sorted(settings.items()) if k not in RESUMABLE_KEYS + START_KEYS}).encode())
+    h.update(json.dumps({k: v for k, v in sorted(dataclasses.asdict(settings).items())
+                         if k not in RESUMABLE_KEYS + START_KEYS}).encode())
     for d in dataset_dirs:
         h.update((d / "faces.json").read_bytes())
     if start is not None:
@@ -296,12 +297,10 @@ class Checkpoints:
 def write_model(out_dir: Path, trainer: Trainer, info: dict) -> None:
     """The model a later stage (or another model) uses: weights and model.json."""
     trainer.sync()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(out_dir / "weights.msgpack", weights_bytes(trainer.model))
-    write_json(out_dir / "model.json", {**info, "parameters": count_params(trainer.model)})
+    model_folder.write(out_dir, trainer.model, info)
 
 
-def model_info(settings: dict, people: tuple[str, str], precision: str, crop_size: int, steps: int,
+def model_info(settings: TrainSettings, people: tuple[str, str], precision: str, crop_size: int, steps: int,
                start: tuple[Path, str, bytes] | None) -> dict:
     """What model.json says of a model: who, which network, how it saw the faces."""
     return {
@@ -309,31 +308,31 @@ def model_info(settings: dict, people: tuple[str, str], precision: str, crop_siz
         **model_shape(settings),
         "crop_size": crop_size,
         "padding_fraction": align.PADDING_FRACTION,  # where the mean face sits in the crops it learned
-        "recipe": settings["recipe"],
-        "precision": {"setting": settings["precision"], "trained": precision},
+        "recipe": settings.recipe,
+        "precision": {"setting": settings.precision, "trained": precision},
         "started_from": None if start is None else {"model": str(start[0]), "parts": start[1],
                                                     "weights_sha256": hashlib.sha256(start[2]).hexdigest()},
         "steps": steps,
     }
 
 
-def run(datasets_a: list[str | Path], datasets_b: list[str | Path], out_dir: str | Path,
-        checkpoint_dir: str | Path, settings: dict, people: tuple[str, str] = ("a", "b"),
-        init_from: str | Path | None = None) -> dict:
+def run(*, datasets_a: list[str | Path], datasets_b: list[str | Path], init_from: str | Path | None = None,
+        out_dir: str | Path, checkpoint_dir: str | Path, settings: TrainSettings,
+        people: tuple[str, str] = ("a", "b")) -> dict:
     """Train a pair (one dataset a side) or a pretrained model (the same pool of many
     people's datasets on both sides), optionally starting from the model in `init_from`
     (`train.init_parts` of it)."""
-    init_parts = settings["init_parts"]
+    init_parts = settings.init_parts
     dataset_dirs = [[Path(d) for d in datasets_a], [Path(d) for d in datasets_b]]
     faces = [load_faces(dirs) for dirs in dataset_dirs]
     device_count = jax.device_count()
-    if settings["batch_size"] % device_count:
-        raise FacepipeError(f"train: train.batch_size={settings['batch_size']} does not split over the "
+    if settings.batch_size % device_count:
+        raise FacepipeError(f"train: train.batch_size={settings.batch_size} does not split over the "
                             f"{device_count} devices; use a multiple of {device_count}")
     for dirs, f in zip(dataset_dirs, faces):
-        if len(f) < settings["batch_size"]:
+        if len(f) < settings.batch_size:
             raise FacepipeError(f"train: {', '.join(map(str, dirs))} has {len(f)} faces, fewer than "
-                                f"train.batch_size={settings['batch_size']}; add sources for this person or lower "
+                                f"train.batch_size={settings.batch_size}; add sources for this person or lower "
                                 "train.batch_size in params.yaml")
     start = None
     if init_from is not None:
@@ -342,46 +341,46 @@ def run(datasets_a: list[str | Path], datasets_b: list[str | Path], out_dir: str
     unique_dirs = list(dict.fromkeys(dataset_dirs[0] + dataset_dirs[1]))
     ckpt = Checkpoints(Path(checkpoint_dir), fingerprint(settings, unique_dirs, start),
                        model_shape(settings))  # refuses before building
-    precision = devices.announce("train", settings["precision"])
+    precision = devices.announce("train", settings.precision)
     trainer = Trainer(faces[0], faces[1], settings, precision, start, people)
     meta = ckpt.restore_latest(trainer)
     step, history = (meta["step"], meta["history"]) if meta else (0, [])
     if meta:
-        print(f"train: resuming from step {step} of {settings['steps']} ({ckpt.directory})")
+        print(f"train: resuming from step {step} of {settings.steps} ({ckpt.directory})")
     elif init_from is not None:
         print(f"train: starting from {init_from} ({init_parts})")
     if device_count > 1:
         print(f"train: data parallel over {device_count} devices ({jax.devices()[0].platform}), "
-              f"{settings['batch_size'] // device_count} faces per person on each")
-    if step > settings["steps"]:
+              f"{settings.batch_size // device_count} faces per person on each")
+    if step > settings.steps:
         raise FacepipeError(f"train: checkpoint in {checkpoint_dir} is at step {step}, past train.steps="
-                            f"{settings['steps']}; raise train.steps or delete the checkpoint folder")
-    ms = ModelSettings.from_preset(settings["preset"])
-    preview_rng = np.random.default_rng(settings["seed"])
+                            f"{settings.steps}; raise train.steps or delete the checkpoint folder")
+    ms = ModelSettings.from_preset(settings.preset)
+    preview_rng = np.random.default_rng(settings.seed)
     preview_faces = [center_faces(f[preview_rng.choice(len(f), min(PREVIEW_FACES, len(f)), replace=False)],
-                     ms.resolution, settings["coverage"]) for f in faces]
-    log_every = max(1, settings["steps"] // 1000)
+                     ms.resolution, settings.coverage) for f in faces]
+    log_every = max(1, settings.steps // 1000)
     started, first_step = time.time(), step
-    progress = tqdm(total=settings["steps"], initial=step, desc=f"train {people[0]}<->{people[1]}", unit="step")
+    progress = tqdm(total=settings.steps, initial=step, desc=f"train {people[0]}<->{people[1]}", unit="step")
 
     def save():
         ckpt.save(step, trainer, {"step": step, "history": history})
 
     try:
-        while step < settings["steps"]:
+        while step < settings.steps:
             loss_a, loss_b = trainer.step()
             step += 1
-            if step % log_every == 0 or step == settings["steps"]:
+            if step % log_every == 0 or step == settings.steps:
                 history.append([step, round(float(loss_a), 6), round(float(loss_b), 6)])
                 progress.set_postfix(loss_a=f"{history[-1][1]:.4f}", loss_b=f"{history[-1][2]:.4f}")
             progress.update(1)
-            if step % settings["save_every"] == 0:
+            if step % settings.save_every == 0:
                 save()
-            if step % settings["preview_every"] == 0:
+            if step % settings.preview_every == 0:
                 trainer.sync()
                 ckpt.save_preview(step, preview_grid(trainer.model, *preview_faces))
     except KeyboardInterrupt:
-        if step and step % settings["save_every"]:
+        if step and step % settings.save_every:
             save()
         print(f"\ntrain: interrupted at step {step}; checkpoint saved, rerun to continue")
         raise

@@ -13,7 +13,8 @@ A dataset folder holds `faces/` (aligned crops, JPEG) and `faces.json`:
 their mean embedding: how far this person's own faces stray from themselves. A pool of
 many people's faces (for pretraining) has no identity (null).
 
-Version 2 added `landmarks` (the face region for training losses) and `spread`."""
+History: 1, crops, splits and the identity embedding; 2, `landmarks` (the face region
+for training losses) and `spread`."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
-from .errors import FacepipeError
+from .. import media
+from ..errors import FacepipeError
 
 VERSION = 2
 
