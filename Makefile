@@ -3,6 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+# uv.lock pins every package of every build with its hashes, and uv installs from it; pip
+# installs uv itself (and setuptools) into the venv from BOOTSTRAP, the lock's pins and
+# hashes for those two.
+BOOTSTRAP := workflow/envs/bootstrap.txt
 CONFIG ?= config/config.yaml
 CORES ?= all
 export PATH := $(BIN):$(PATH)
@@ -49,14 +53,10 @@ BUILD_NAME.cpu := CPU
 BUILD_NAME.cuda := CUDA
 BUILD_NAME.cuda12 := CUDA 12
 EXTRAS.cpu := test
-EXTRAS.cuda := test,cuda
-EXTRAS.cuda12 := test,cuda12
-# JAX's CUDA plugins of the other builds: a leftover one would still claim the GPU.
-REMOVE.cpu := jax-cuda13-plugin jax-cuda13-pjrt jax-cuda12-plugin jax-cuda12-pjrt
-REMOVE.cuda := jax-cuda12-plugin jax-cuda12-pjrt
-REMOVE.cuda12 := jax-cuda13-plugin jax-cuda13-pjrt
+EXTRAS.cuda := test cuda
+EXTRAS.cuda12 := test cuda12
 
-.PHONY: setup test run report lint dvc-yaml restore accel-changed
+.PHONY: setup lock test run report lint dvc-yaml restore accel-changed
 
 setup: $(STAMP)
 
@@ -68,14 +68,32 @@ $(STAMP): accel-changed
 endif
 accel-changed: ;
 
-$(STAMP): pyproject.toml
+# uv installs into VENV, wherever it is (uv's own default is ./.venv).
+$(STAMP) lock: export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+
+# The venv, with uv installed by pip from BOOTSTRAP (--require-hashes).
+define INSTALL_UV
+@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; run 'make PYTHON=python3 ...'"; exit 1; }
+test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(BOOTSTRAP)
+endef
+
+# The sync is exact: the venv ends up with the build's packages from the lock and nothing
+# else, so a CUDA plugin of another build (which would still claim the GPU) goes, as does
+# anything installed by hand. Hashes are checked against the lock; nothing is resolved.
+$(STAMP): pyproject.toml uv.lock $(BOOTSTRAP)
 	@echo "setup: installing the $(BUILD_NAME.$(BUILD)) build of JAX ($(WHY))"
-	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; run 'make PYTHON=python3 ...'"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip uninstall --yes --quiet --quiet $(REMOVE.$(BUILD))
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS.$(BUILD))]'
+	$(INSTALL_UV)
+	@$(BIN)/uv lock --check --quiet || { echo "setup: uv.lock does not match pyproject.toml; run 'make lock'"; exit 1; }
+	$(BIN)/uv sync --frozen --quiet --python $(BIN)/python $(addprefix --extra ,$(EXTRAS.$(BUILD))) --group setup
 	echo $(BUILD) > $(STAMP)
+
+# Brings uv.lock in line with pyproject.toml, keeping the versions locked where they still
+# fit (LOCK_ARGS=--upgrade: the newest ones), and BOOTSTRAP in line with the lock.
+lock:
+	$(INSTALL_UV)
+	$(BIN)/uv lock $(LOCK_ARGS)
+	$(BIN)/uv export --frozen --quiet --only-group setup --output-file $(BOOTSTRAP)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,21 +1,23 @@
 """`make setup` installs the CUDA build of JAX when nvidia-smi lists a GPU (or ACCEL says
-so) and the CPU build otherwise, and says which and why; the CUDA extras resolve for real.
+so) and the CPU build otherwise, and says which and why; every build installs from uv.lock.
 
 The Makefile is run as `make -n setup` with a throwaway VENV, so nothing is installed: its
 GPU detection runs for real (it runs while make reads the Makefile) against a fake
-nvidia-smi, and the dry run shows the line it would print and the extra pip would get."""
+nvidia-smi, and the dry run shows the line it would print and the extras uv would sync.
+That `uv sync` line then runs for real with --dry-run, against the lock, into a throwaway
+venv: what each build would install, with no network and no downloads."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+from venv import create as create_venv
 
 import pytest
 
@@ -24,6 +26,10 @@ MAKE = shutil.which("make")
 # What the Makefile runs while it is read (GPU detection, the stamp), besides nvidia-smi.
 TOOLS = ("sh", "sed", "awk", "head", "wc", "tr", "cat", "printf")
 H200 = "NVIDIA H200"
+# The files whose change makes `make setup` reinstall.
+STAMP_INPUTS = ("pyproject.toml", "uv.lock", "workflow/envs/bootstrap.txt")
+# `make setup` installs uv into the venv, from the lock.
+UV = Path(sys.executable).parent / "uv"
 NEW_DRIVER = "580.95.05"
 
 pytestmark = pytest.mark.skipif(MAKE is None, reason="make not found")
@@ -77,13 +83,20 @@ def dry_setup(venv: Path, path: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-def choice(proc: subprocess.CompletedProcess) -> tuple[str, str]:
-    """The line `make setup` would print, and the extras it would install."""
+def sync_command(proc: subprocess.CompletedProcess) -> str:
+    """The `uv sync` line of a `make -n setup`."""
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    syncs = re.findall(r"^\S*/bin/uv sync .*$", proc.stdout, re.MULTILINE)
+    assert len(syncs) == 1, proc.stdout
+    return syncs[0]
+
+
+def choice(proc: subprocess.CompletedProcess) -> tuple[str, str]:
+    """The line `make setup` would print, and the extras it would install (comma-separated)."""
     said = re.findall(r'^echo "(setup: .*)"$', proc.stdout, re.MULTILINE)
-    extras = re.findall(r"pip install --quiet -e '\.\[(.*)\]'$", proc.stdout, re.MULTILINE)
-    assert len(said) == 1 and len(extras) == 1, proc.stdout
-    return said[0], extras[0]
+    extras = re.findall(r"--extra (\S+)", sync_command(proc))
+    assert len(said) == 1, proc.stdout
+    return said[0], ",".join(extras)
 
 
 CUDA = f"setup: installing the CUDA build of JAX (nvidia-smi found: {H200})"
@@ -94,16 +107,11 @@ def test_gpu_selects_cuda(tmp_path, tools):
     fake = fake_nvidia_smi(tmp_path / "fake", [(H200, "9.0")])
     proc = dry_setup(tmp_path / "venv", f"{fake}:{tools}")
     assert choice(proc) == (CUDA, "test,cuda")
-    # Switching to CUDA removes a CUDA 12 plugin left by an earlier setup.
-    assert re.search(r"pip uninstall .* jax-cuda12-plugin jax-cuda12-pjrt$", proc.stdout, re.MULTILINE)
     assert not (tmp_path / "venv").exists()
 
 
 def test_no_nvidia_smi_selects_cpu(tmp_path, tools):
-    proc = dry_setup(tmp_path / "venv", str(tools))
-    assert choice(proc) == (CPU, "test")
-    assert re.search(r"pip uninstall .* jax-cuda13-plugin jax-cuda13-pjrt jax-cuda12-plugin jax-cuda12-pjrt$",
-                     proc.stdout, re.MULTILINE)
+    assert choice(dry_setup(tmp_path / "venv", str(tools))) == (CPU, "test")
 
 
 @pytest.mark.parametrize("failure", [
@@ -186,7 +194,7 @@ def test_stamp_records_the_build(tmp_path, tools, installed, gpu, accel, reinsta
     venv.mkdir()
     stamp = venv / ".installed"
     stamp.write_text(f"{installed}\n" if installed else "")
-    newer = (ROOT / "pyproject.toml").stat().st_mtime + 60
+    newer = max((ROOT / name).stat().st_mtime for name in STAMP_INPUTS) + 60
     os.utime(stamp, (newer, newer))
     path = f"{fake_nvidia_smi(tmp_path / 'fake', [(H200, '9.0')])}:{tools}" if gpu else str(tools)
     proc = dry_setup(venv, path, *([f"ACCEL={accel}"] if accel else []))
@@ -211,48 +219,56 @@ def test_this_machine(tmp_path):
         assert (said, extras) == (CPU, "test")
 
 
-# A network problem, as opposed to a resolution that fails.
-NETWORK_ERRORS = re.compile(r"NewConnectionError|Failed to establish a new connection|Temporary failure in name "
-                            r"resolution|Name or service not known|Network is unreachable|ConnectTimeoutError|"
-                            r"ReadTimeoutError|ProxyError|Max retries exceeded|Could not fetch URL")
-# pip logs a full download as "Downloading <url> (124.3 MB)"; metadata is kB.
-DOWNLOAD = re.compile(r"^\s*Downloading (\S+) \(([\d.]+) (kB|MB|GB)\)", re.MULTILINE)
+def dry_sync(tmp_path, accel: str, leftovers: tuple[str, ...] = ()) -> dict[str, tuple[str, str]]:
+    """{package: (version, action)}: what the `uv sync` of `make setup ACCEL=accel` would do
+    to a fresh venv holding `leftovers` ("name==version" each, as an earlier build would
+    leave them). The sync runs for real with --dry-run: from the lock, offline."""
+    venv = tmp_path / "venv"
+    create_venv(venv)
+    site = next(venv.glob("lib/python*/site-packages"))
+    for leftover in leftovers:
+        name, version = leftover.split("==")
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    plan = subprocess.run([MAKE, "-n", "setup", f"VENV={venv}", f"ACCEL={accel}"], cwd=ROOT,
+                          env=make_env(os.environ["PATH"]), capture_output=True, text=True, timeout=60)
+    command = shlex.split(sync_command(plan))
+    assert command[0] == f"{venv}/bin/uv", command
+    proc = subprocess.run([str(UV), *command[1:], "--dry-run", "--offline", "--output-format", "json"], cwd=ROOT,
+                          env=os.environ | {"UV_PROJECT_ENVIRONMENT": str(venv)}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # (No version for facepipe itself when uv has not built it yet.)
+    return {change["name"]: (change.get("version"), change["action"])
+            for change in json.loads(proc.stdout)["sync"]["changes"]}
 
 
-@pytest.mark.parametrize("extra, cuda", [("cuda", "13"), ("cuda12", "12")])
-def test_cuda_extra_resolves(tmp_path, extra, cuda):
-    """pip resolves `.[cuda]` / `.[cuda12]` on the package index, into this venv: JAX's CUDA
-    plugin of the same version as the installed jax, and NVIDIA's CUDA libraries.
-    Metadata only: PyPI serves wheels' metadata alone (PEP 658), and fast-deps reads it
-    with range requests from indexes that do not (otherwise the NVIDIA wheels, 2.5 GB,
-    would be downloaded just to read it)."""
-    report = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--report", str(report), "--retries", "1",
-           "--timeout", "30", "--progress-bar", "off", "--use-feature=fast-deps", f".[{extra}]"]
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0 and "fast-deps" in proc.stderr and "invalid choice" in proc.stderr:
-        cmd.remove("--use-feature=fast-deps")  # a pip without it: PEP 658 metadata alone
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    seconds = time.monotonic() - start
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0 and NETWORK_ERRORS.search(log):
-        message = f"package index unreachable, cannot resolve .[{extra}]:\n{log[-3000:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    assert proc.returncode == 0, log[-6000:]
-    big = [(url, size, unit) for url, size, unit in DOWNLOAD.findall(log)
-           if unit == "GB" or (unit == "MB" and float(size) > 20)]
-    assert not big, f"pip downloaded whole wheels to resolve: {big}"
+@pytest.mark.parametrize("accel, cuda", [("cpu", None), ("cuda", "13"), ("cuda12", "12")])
+def test_build_installs_from_the_lock(tmp_path, accel, cuda):
+    """Each build's packages come from uv.lock: the CUDA builds get JAX's CUDA plugin of the
+    same version as jax and jaxlib, and NVIDIA's CUDA libraries (only the driver comes from
+    the system); the CPU build gets neither. No build installs the benchmarks' torch."""
+    plan = dry_sync(tmp_path, accel)
+    assert plan["facepipe"][1] == "installed" and "pytest" in plan and "uv" in plan
+    assert "torch" not in plan
+    jax = plan["jax"]
+    assert jax[1] == "installed" and plan["jaxlib"] == jax
+    plugins = sorted(name for name in plan if re.fullmatch(r"jax-cuda\d+-(plugin|pjrt)", name))
+    if cuda is None:
+        assert plugins == [] and not any(name.startswith("nvidia-") for name in plan), sorted(plan)
+    else:
+        assert plugins == [f"jax-cuda{cuda}-pjrt", f"jax-cuda{cuda}-plugin"]
+        assert plan[f"jax-cuda{cuda}-plugin"] == plan[f"jax-cuda{cuda}-pjrt"] == jax
+        assert f"nvidia-cudnn-cu{cuda}" in plan, sorted(plan)
 
-    resolved = {dist.metadata["Name"].lower(): dist.version for dist in importlib.metadata.distributions()}
-    resolved |= {item["metadata"]["name"].lower(): item["metadata"]["version"]
-                 for item in json.loads(report.read_text())["install"]}
-    jax = importlib.metadata.version("jax")
-    assert resolved.get(f"jax-cuda{cuda}-plugin") == jax, (jax, sorted(resolved))
-    assert resolved.get(f"jax-cuda{cuda}-pjrt") == jax
-    assert resolved.get("jaxlib") == jax
-    cudnn = f"nvidia-cudnn-cu{cuda}"
-    assert cudnn in resolved, f"no CUDA libraries ({cudnn}) resolved: {sorted(resolved)}"
-    print(f".[{extra}] resolved in {seconds:.1f} s: jax-cuda{cuda}-plugin {jax}, {cudnn} {resolved[cudnn]}")
+
+@pytest.mark.parametrize("accel, leftover", [("cuda", "12"), ("cuda12", "13"), ("cpu", "13")])
+def test_setup_removes_another_builds_plugin(tmp_path, accel, leftover):
+    """The sync is exact: a CUDA plugin left by a setup of another build, which would still
+    claim the GPU, is uninstalled."""
+    plugins = (f"jax-cuda{leftover}-plugin==0.10.2", f"jax-cuda{leftover}-pjrt==0.10.2")
+    plan = dry_sync(tmp_path, accel, plugins)
+    for plugin in plugins:
+        name, version = plugin.split("==")
+        assert plan[name] == (version, "uninstalled"), plan.get(name)
