@@ -56,7 +56,7 @@ EXTRAS.cpu := test
 EXTRAS.cuda := test cuda
 EXTRAS.cuda12 := test cuda12
 
-.PHONY: setup lock test run report lint dvc-yaml restore accel-changed
+.PHONY: setup lock test test-fast run report lint dvc-yaml restore accel-changed
 
 setup: $(STAMP)
 
@@ -95,8 +95,14 @@ lock:
 	$(BIN)/uv lock $(LOCK_ARGS)
 	$(BIN)/uv export --frozen --quiet --only-group setup --output-file $(BOOTSTRAP)
 
-test: setup
+# Everything, as CI runs it: the linters, then every test (end-to-end builds included).
+test: lint
 	$(BIN)/python -m pytest
+
+# The library code of every stage, in process where it can be, on small real data
+# (README, Development): minutes, not the full suite's half hour.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
@@ -106,6 +112,7 @@ report: setup
 	$(BIN)/snakemake --report report.html --configfile $(CONFIG)
 
 lint: setup
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 
 dvc-yaml: setup

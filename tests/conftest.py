@@ -115,3 +115,14 @@ def rules_run(proc: subprocess.CompletedProcess) -> set[str]:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return 10 * np.log10(255 ** 2 / max(mse, 1e-10))
+
+
+# Fixtures that are whole Snakemake builds: a test using one is an end-to-end test.
+BUILDS = {"built", "stage_build"}
+
+
+def pytest_collection_modifyitems(items):
+    """`slow` marks the end-to-end builds (`make test-fast` leaves them out)."""
+    for item in items:
+        if BUILDS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

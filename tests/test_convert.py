@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
 
+from conftest import ROOT
 from facepipe import media
 from facepipe.compositing import composite
 from facepipe.convert import Swapper

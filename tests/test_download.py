@@ -9,8 +9,8 @@ import shutil
 import threading
 
 import pytest
-from conftest import BIN, ROOT, run
 
+from conftest import BIN, ROOT, run
 from facepipe.media import probe
 
 

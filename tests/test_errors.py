@@ -6,8 +6,8 @@ import json
 import subprocess
 
 import yaml
-from conftest import copy_project, make_project, pair_config, snakemake
 
+from conftest import copy_project, make_project, pair_config, snakemake
 from facepipe.media import FFMPEG
 
 

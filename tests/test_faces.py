@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, ROOT, env, run
 
+from conftest import BIN, ROOT, env, run
 from facepipe.media import FFMPEG, VideoWriter, probe, read_frames
 
 # two_faces_360p.mp4, checked by eye on the contact sheets once: a wide stage shot
@@ -113,6 +113,7 @@ def test_a_reference_photo_keeps_only_that_person(two_faces, singer_photo, work,
     assert cv2.imread(str(out / "sheet.jpg")).shape[0] > 300  # kept row and one row per reason
 
 
+@pytest.mark.slow  # every clip of the media, detected and embedded: a minute
 def test_a_stranger_as_reference_keeps_no_face_of_any_clip(media, work):
     clips = ["woman_a", "woman_b", "man_a", "man_b", "man_greenscreen_noaudio", "woman_scene_720p", "two_faces_360p"]
     faces = [extract(media / f"{clip}.mp4", work, f"sampled-{clip}", native=False) for clip in clips]
@@ -169,6 +170,7 @@ def test_smoothing_reduces_landmark_jitter(media, work):
     assert jitter(steady) <= 0.7 * jitter(raw), (jitter(steady), jitter(raw))
 
 
+@pytest.mark.slow
 def test_smoothing_keeps_up_with_fast_head_motion(media, work, tmp_path):
     """woman_a moved sideways by a known amount: still, then 5 px/frame, still, then back at
     10 px/frame. The smoothed landmarks must follow the motion, starts and stops included."""

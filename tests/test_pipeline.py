@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 import yaml
-from conftest import BIN, copy_project, rules_run, run, snakemake
 
+from conftest import BIN, copy_project, rules_run, run, snakemake
 from facepipe.media import audio_duration, probe, read_frames
 
 

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import yaml
+
 from conftest import BIN, copy_project, rules_run, run, snakemake
 from test_pipeline import planned_jobs
 

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import yaml
+
 from conftest import BIN, ROOT, copy_project, env, run
 from test_pipeline import dvc_outputs, planned_jobs
 

@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import make_project, psnr, run, snakemake
 
+from conftest import make_project, psnr, run, snakemake
 from facepipe.media import probe, read_frames
 
 START, DURATION = 6.5, 3.0  # two_faces_360p.mp4: the singer's close-up, then the audience

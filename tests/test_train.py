@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import yaml
+
 from conftest import BIN, ROOT, env, run
 
 

@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
 from flax import nnx
 
+from conftest import ROOT
 from facepipe import align, input_pipeline, train
 from facepipe.models import weights_bytes
 from facepipe.settings import section
@@ -115,6 +115,7 @@ def test_bfloat16_trains_like_float32(faces):
     np.testing.assert_allclose(mixed_losses[-5:].mean(0), full_losses[-5:].mean(0), rtol=0.1)  # as fast
 
 
+@pytest.mark.slow  # 20 steps of 2 x 256 faces: a minute and a half on 2 cores
 def test_a_batch_of_256_trains_stably(faces):
     """The big-batch rule (a rate 4x that of batch 16, reached by a 100-step warm-up)
     keeps a batch of 256 faces a person stable: no NaN, and the loss falls within the

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, ROOT, run
 
+from conftest import BIN, ROOT, run
 from facepipe import align, dvcstages, faces, identity, tracking
 from facepipe.config import check_config, check_params
 from facepipe.errors import FacepipeError
@@ -129,7 +129,9 @@ def test_a_model_started_from_another_takes_each_persons_decoder():
                                                            "decoder_b": "decoder_b"}
 
 
-@pytest.mark.parametrize("preset, side", [("original-lowmem", 64), ("original-128", 128), ("lite", 64), ("tiny", 64)])
+@pytest.mark.parametrize("preset, side", [pytest.param("original-lowmem", 64, marks=pytest.mark.slow),
+                                          pytest.param("original-128", 128, marks=pytest.mark.slow),
+                                          ("lite", 64), pytest.param("tiny", 64, marks=pytest.mark.slow)])
 def test_presets_build_and_keep_the_resolution(preset, side):
     import jax.numpy as jnp
     from flax import nnx
@@ -260,3 +262,17 @@ def test_photos_that_would_share_an_output_name_are_refused(tmp_path):
     with pytest.raises(FacepipeError, match=r"photos a\.png and a\.bmp would both be written as a\.png"):
         PhotoWriter(tmp_path / "out", ["a.png", "a.bmp"], SYNTHETIC_TAGS)
     assert PhotoWriter(tmp_path / "out", ["a.png", "a.bmp"], {}).names == ["a.png", "a.bmp"]  # untagged: kept
+
+
+def test_stage_modules_talk_through_files_not_through_each_other():
+    """A stage module imports the format owners, media, models and library modules, never
+    another stage's module (only the command line dispatches to all of them)."""
+    from facepipe import stage_code
+
+    package = ROOT / "src/facepipe"
+    modules = [".".join(p.relative_to(package).with_suffix("").parts) for p in package.rglob("*.py")]
+    own = {module: stage for stage in stage_code.STAGES for module in stage_code.ENTRY_MODULES.get(stage, (stage,))}
+    crossings = {module: sorted(set(stage_code.imported_modules(module)) & set(stage_code.STAGES) - {own.get(module)})
+                 for module in modules if module not in ("cli", "__main__")}
+    assert {module: stages for module, stages in crossings.items() if stages} == {}
+    assert "formats.alignments" in stage_code.modules("convert") and "detect" not in stage_code.modules("convert")

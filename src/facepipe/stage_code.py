@@ -33,9 +33,14 @@ def module_path(module: str) -> Path | None:
     return None
 
 
+def imported_modules(module: str) -> set[str]:
+    """The package modules `module` imports anywhere (also inside functions), by name
+    relative to the package ("formats.dataset")."""
+    path = module_path(module)
+    return _imported_modules(ast.parse(path.read_text()), module, path)
+
+
 def _imported_modules(tree: ast.Module, module: str, path: Path) -> set[str]:
-    """Package modules imported anywhere in `tree` (also inside functions), by name
-    relative to the package."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
