@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -75,6 +76,32 @@ def test_params_schema_names_the_key():
 def test_snakemake_lint_is_clean():
     proc = run([str(BIN / "snakemake"), "--lint"], ROOT, check=False)
     assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_committed_fingerprints_are_the_codes():
+    """workflow/fingerprints/ must match the package (`facepipe fingerprints` writes them;
+    Snakemake does too whenever it reads the workflow)."""
+    from facepipe import stage_code
+
+    for stage in stage_code.STAGES:
+        path = ROOT / stage_code.FINGERPRINT_DIR / f"{stage}.txt"
+        assert path.read_text() == stage_code.fingerprint_text(stage), f"{path}: run `facepipe fingerprints`"
+
+
+def test_a_fingerprint_follows_the_code_not_its_comments(tmp_path, monkeypatch):
+    from facepipe import stage_code
+
+    package = tmp_path / "facepipe"
+    shutil.copytree(ROOT / "src/facepipe", package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(stage_code, "PACKAGE_DIR", package)
+    before = stage_code.fingerprints()
+    models = package / "models.py"
+    text = models.read_text()
+    models.write_text(text.replace('"""', '"""Reworded. ', 1) + "\n# a comment\n\n\n")
+    assert stage_code.fingerprints() == before
+    models.write_text(text + "\nPROBE = 1\n")
+    changed = {stage for stage, value in stage_code.fingerprints().items() if value != before[stage]}
+    assert changed == {"train", "convert", "evaluate"}  # the stages that build or run a model
 
 
 def test_committed_dvc_yaml_is_generated_from_the_snakefile(monkeypatch):
