@@ -4,6 +4,7 @@ nothing gives the same bytes, and `dvc repro` alone builds what `snakemake` buil
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -85,7 +86,8 @@ def test_a_change_to_a_stages_code_reruns_it_and_its_dependents_and_a_comment_no
     project.restore()
 
     # DVC: the `code` stage rewrites the fingerprint files; a stage whose fingerprint
-    # changed is then changed for DVC, and `dvc repro` reruns it and what follows.
+    # changed is then changed for DVC, and `dvc repro` reruns it (and what follows, as
+    # far as its outputs change: DVC compares contents).
     python = str(BIN / "python")
     project.run(python, "-m", "facepipe", "dvc-yaml")  # the code is now this project's src/
     project.run(python, "-m", "dvc", "commit", "--force", "--quiet")
@@ -101,7 +103,8 @@ def test_a_change_to_a_stages_code_reruns_it_and_its_dependents_and_a_comment_no
     project.run(python, "-m", "dvc", "repro", "--single-item", "code")
     assert project.dvc_changed() == {"convert-wa_as_wb"}
     dry = project.run(python, "-m", "dvc", "repro", "--dry").stdout
-    assert "'convert-wa_as_wb'" in dry and "'evaluate-swaps-wa_as_wb'" in dry and "'train-wa_wb'" not in dry, dry
+    ran = set(re.findall(r"^Running stage '([^']+)'", dry, re.M))
+    assert ran == {"convert-wa_as_wb"}, dry  # evaluate follows if convert's output changes
 
 
 def test_the_build_ran_without_an_activated_environment(built):

@@ -95,7 +95,7 @@ def cmd_fingerprints(args):
     from . import stage_code
 
     for path in stage_code.write_fingerprints():
-        print(f"fingerprints: {path} changed")
+        print(f"fingerprints: wrote {path}")
 
 
 def cmd_restore(args):
