@@ -22,6 +22,10 @@ STAGES = ("download", "frames", "detect", "filter", "train", "convert", "evaluat
 # Modules a stage runs without importing them: detect's worker processes start from this one.
 ENTRY_MODULES = {"detect": ("detect", "_detect_worker")}
 FINGERPRINT_DIR = Path("workflow/fingerprints")
+# Modules every stage imports that never change what a stage writes: the typed settings
+# carry params.yaml's values (dependencies by key), errors only stop a stage, and this
+# module is the bookkeeping itself. A change to them reruns nothing.
+NOT_OUTPUT_CODE = {"settings", "errors", "stage_code"}
 
 
 def module_path(module: str) -> Path | None:
@@ -73,11 +77,12 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 
 def modules(stage: str) -> dict[str, Path]:
-    """Every package module the stage runs: its own and all it imports, by name."""
+    """Every package module the stage runs, its own and all it imports, by name (but
+    NOT_OUTPUT_CODE)."""
     todo, found = list(ENTRY_MODULES.get(stage, (stage,))), {}
     while todo:
         name = todo.pop()
-        if name in found:
+        if name in found or name in NOT_OUTPUT_CODE:
             continue
         found[name] = module_path(name)
         todo += _imported_modules(ast.parse(found[name].read_text()), name, found[name])
