@@ -126,3 +126,20 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if BUILDS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def earlier_output(path: Path, folder: bool = False):
+    """Put an earlier build's output at `path` (a file, or a folder with a file); returns
+    a check, for after a refused or failed run, that it is still there untouched and that
+    nothing else (a half-written copy) appeared beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    marker = path / "earlier.txt" if folder else path
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("an earlier build's output\n")
+    siblings = sorted(p.name for p in path.parent.iterdir())
+
+    def check():
+        assert marker.read_text() == "an earlier build's output\n", f"{path} was damaged"
+        assert not folder or sorted(p.name for p in path.iterdir()) == ["earlier.txt"], f"{path} was changed"
+        assert sorted(p.name for p in path.parent.iterdir()) == siblings, f"left beside {path}"
+    return check

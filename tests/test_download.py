@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import BIN, ROOT, run
+from conftest import BIN, ROOT, earlier_output, run
 from facepipe.media import probe
 
 
@@ -44,11 +44,13 @@ def test_download_url_with_yt_dlp(http_server, media, tmp_path):
 
 
 def test_download_bad_url_is_one_line(http_server, tmp_path):
+    untouched = earlier_output(tmp_path / "dl", folder=True)
     proc = facepipe_download("--source", f"{http_server}/missing.mp4", "--kind", "url", "--id", "x",
                              "--out", str(tmp_path / "dl"), cwd=tmp_path, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("facepipe download: error:")
-    assert "missing.mp4" in proc.stderr and not (tmp_path / "dl").exists()
+    assert "missing.mp4" in proc.stderr
+    untouched()
 
 
 def test_download_local_file(media, tmp_path):
