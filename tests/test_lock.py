@@ -122,15 +122,16 @@ def test_every_file_in_the_lock_has_a_hash():
 
 
 def test_extras_are_locked():
-    """test, bench, cuda and cuda12, as pyproject.toml lists them, with the two CUDA builds
-    resolved apart (they conflict: one JAX plugin at a time)."""
+    """Every extra pyproject.toml lists (test, cluster, bench, cuda, cuda12), with the two
+    CUDA builds resolved apart (they conflict: one JAX plugin at a time)."""
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     facepipe, = (package for package in lock["package"] if package["name"] == "facepipe")
-    assert sorted(facepipe["optional-dependencies"]) == ["bench", "cuda", "cuda12", "test"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert sorted(facepipe["optional-dependencies"]) == sorted(extras) == ["bench", "cluster", "cuda", "cuda12", "test"]
     assert sorted(facepipe["dev-dependencies"]) == ["setup"]
     versions = {package["name"]: package["version"] for package in lock["package"]}
     assert versions["torch"] == "2.13.0"
-    assert {"jax-cuda13-plugin", "jax-cuda12-plugin"} <= versions.keys()
+    assert {"jax-cuda13-plugin", "jax-cuda12-plugin", "snakemake-executor-plugin-slurm", "dvc-ssh"} <= versions.keys()
 
 
 def test_bootstrap_is_the_locked_uv():
