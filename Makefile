@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 # hashes for those two.
 BOOTSTRAP := workflow/envs/bootstrap.txt
 CONFIG ?= config/config.yaml
+PROFILE ?=
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
@@ -104,8 +105,9 @@ test: lint
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+# PROFILE=slurm: every job through Slurm (workflow/profiles/slurm; README, "On a cluster").
 run: setup
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(if $(PROFILE),--profile workflow/profiles/$(PROFILE))
 
 # One self-contained page: previews, loss curves, faces kept/dropped, swaps, metrics.
 report: setup

@@ -1,6 +1,7 @@
 # Config checking and every input function of the workflow. The facepipe package does
 # the real work (facepipe.config, facepipe.plan), so the CLI and the rules agree.
 
+import math
 import os
 import shlex
 from pathlib import Path
@@ -243,6 +244,19 @@ def evaluate_args(wildcards):
                       + [arg for key in ("video", "swap_report", "frames", "faces", "source", "target")
                          for arg in (f"--{key.replace('_', '-')}", paths[key])]
                       + ["--people"] + [f"results/datasets/{person}" for person in config["people"]])
+
+
+# resources: what a job asks a cluster's scheduler for (Slurm: --cpus-per-task from the
+# rule's threads, --mem from mem_mb, --time from runtime in minutes, --gpus from gpu);
+# a laptop build counts only threads (and `downloads`, one at a time).
+# A training step takes at most this long on a GPU of the V100 class or newer (the
+# original preset at batch 16; lite and tiny take less): train's time limit follows
+# train.steps (pretrain.steps), with half an hour for loading and writing.
+TRAIN_STEP_SECONDS = 0.25
+
+
+def train_runtime(section):
+    return 30 + math.ceil(PARAMS[section]["steps"] * TRAIN_STEP_SECONDS / 60)
 
 
 # versioning

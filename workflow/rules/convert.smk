@@ -24,6 +24,8 @@ rule convert:
     threads: 2
     resources:
         mem_mb=4000,
+        runtime=120,
+        gpu=1,
     shell:
         "facepipe convert --frames {input.frames:q} --faces {input.faces:q} --model {params.model:q}"
         " --from {params.source} --source-dataset {input.source:q} --out {output.out:q}"

@@ -15,5 +15,6 @@ rule detect:
     threads: 2
     resources:
         mem_mb=2000,
+        runtime=120,
     shell:
         "facepipe detect --frames {input:q} --out {output:q} --threads {threads} 2>&1 | tee {log:q}"

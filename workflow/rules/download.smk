@@ -14,6 +14,8 @@ rule download:
         "logs/download/{source}.log",
     resources:
         downloads=1,
+        mem_mb=1000,
+        runtime=60,
     threads: 1
     shell:
         "facepipe download --source {params.location:q} --kind {params.kind} --id {wildcards.source}"

@@ -26,6 +26,9 @@ rule evaluate:
     benchmark:
         "logs/benchmarks/evaluate/{target}.tsv"
     threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
     shell:
         "facepipe evaluate {params.args} --out {output.metrics:q} --table {output.table:q}"
         " --strip {output.strip:q} 2>&1 | tee {log:q}"

@@ -20,6 +20,9 @@ rule filter:
     log:
         "logs/filter/{person}.log",
     threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
     shell:
         "facepipe filter {params.who} --faces {input.faces:q}"
         " --out {output.dataset:q} --report {output.report:q}"

@@ -12,5 +12,8 @@ rule frames:
     log:
         "logs/frames/{clip}.log",
     threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=60,
     shell:
         "facepipe frames --download {input:q} --out {output:q} {params.clip} 2>&1 | tee {log:q}"

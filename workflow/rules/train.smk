@@ -39,6 +39,8 @@ rule train:
     threads: 2
     resources:
         mem_mb=8000,
+        runtime=train_runtime("train"),
+        gpu=1,
     shell:
         "facepipe train --a {input.a:q} --b {input.b:q} {params.role} {params.start}"
         " --out {params.out:q} --checkpoints {params.checkpoints:q} 2>&1 | tee {log:q}"
@@ -75,6 +77,10 @@ use rule train as pretrain with:
         start="",
         out=model_folder,
         checkpoints="results/checkpoints/pretrain",
+    resources:
+        mem_mb=8000,
+        runtime=train_runtime("pretrain"),
+        gpu=1,
     log:
         "logs/train/pretrain.log",
     benchmark:
