@@ -99,7 +99,7 @@ def test_convert_changes_the_face_and_keeps_the_rest_and_the_audio(small_build, 
         inner = (slice(int(y0 + h / 4), int(y1 - h / 4)), slice(int(x0 + w / 4), int(x1 - w / 4)))
         outside = np.ones(swapped[i].shape[:2], bool)  # beyond the box dilated by a quarter each way
         outside[max(0, int(y0 - h / 4)):int(y1 + h / 4), max(0, int(x0 - w / 4)):int(x1 + w / 4)] = False
-        assert outside.mean() > 0.2
+        assert outside.mean() > 0.1
         assert np.abs(swapped[i][inner].astype(float) - source[i][inner]).mean() > 10
         assert psnr(swapped[i][outside], source[i][outside]) > 38
 
