@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+# Snakemake's job step runs `srun` without the SLURM_* variables it inherits (SLURM_CONF
+# among them), so srun reads the default location: ours is linked there while we run.
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 PROGRAMS = ["slurmctld", "slurmd", "sbatch", "squeue", "munged"]
 
 
@@ -46,6 +49,7 @@ class SlurmCluster:
         self.conf = folder / "slurm.conf"
         self.jobs_log = folder / "jobs.txt"
         self.processes: list[subprocess.Popen] = []
+        self.replaced_conf: bytes | None = None
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def _write_config(self) -> None:
@@ -93,6 +97,14 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
             self.processes.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env))
 
     def start(self, timeout: float = 30) -> SlurmCluster:
+        try:
+            self._start_all(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_all(self, timeout: float) -> None:
         install()
         self.folder.mkdir(parents=True, exist_ok=True)
         key = self.folder / "munge.key"
@@ -103,10 +115,14 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
                      f"--seed-file={self.folder}/munged.seed"], "munged.out")
         self._wait(lambda: (self.folder / "munge.socket").exists(), timeout, "munged")
         self._write_config()
+        if SYSTEM_CONF.exists() or SYSTEM_CONF.is_symlink():
+            self.replaced_conf = SYSTEM_CONF.read_bytes()
+            SYSTEM_CONF.unlink()
+        SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
+        SYSTEM_CONF.symlink_to(self.conf)
         self._start(["slurmctld", "-D", "-f", str(self.conf)], "slurmctld.out")
         self._start(["slurmd", "-D", "-f", str(self.conf)], "slurmd.out")
         self._wait(self._idle, timeout, "the node to become idle")
-        return self
 
     def _idle(self) -> bool:
         proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=self.env)
@@ -129,6 +145,13 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         return [dict(field.split("=", 1) for field in line.split() if "=" in field)
                 for line in self.jobs_log.read_text().splitlines() if line.strip()]
 
+    def job(self, job_id: str) -> dict:
+        """What slurmctld still knows of a job (for MinJobAge after it ended): its fields,
+        the resources it asked for among them (TresPerJob, e.g. gres:gpu:1)."""
+        text = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True,
+                              env=self.env).stdout
+        return dict(field.split("=", 1) for field in text.split() if "=" in field)
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.terminate()
@@ -139,3 +162,7 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
                 process.kill()
                 process.wait()
         self.processes.clear()
+        if SYSTEM_CONF.is_symlink() and SYSTEM_CONF.readlink() == self.conf:
+            SYSTEM_CONF.unlink()
+            if self.replaced_conf is not None:
+                SYSTEM_CONF.write_bytes(self.replaced_conf)
