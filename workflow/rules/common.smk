@@ -136,6 +136,13 @@ def start_model(pair):
     return f"results/models/{start}" if start == "pretrain" or start in config["pairs"] else start
 
 
+def pair_names():
+    """A regex of the config's pairs: rule train makes only their models, so a model folder
+    of any other name (results/models/<pair> of another config, pulled with dvc) is a
+    plain input to start from."""
+    return "|".join(config["pairs"]) or "(?!)"
+
+
 def train_inputs(wildcards):
     pair = PLAN.pair(wildcards.pair)
     inputs = {"a": f"results/datasets/{pair['a']}", "b": f"results/datasets/{pair['b']}"}

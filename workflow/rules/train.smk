@@ -20,7 +20,7 @@ rule train:
         loss="results/models/{pair}/loss.csv",
         metrics="results/models/{pair}/metrics.json",
     wildcard_constraints:
-        pair=r"(?!pretrain$)[A-Za-z0-9_-]+",
+        pair=pair_names(),
     params:
         settings=train_settings,
         code=CODE["train"],
