@@ -107,6 +107,13 @@ def copy_project(src: Path, dst: Path) -> Path:
     return dst
 
 
+def edit_yaml(project: Path, path: str, change) -> None:
+    """Apply `change` (a function that edits the loaded data in place) to a YAML file of `project`."""
+    data = yaml.safe_load((project / path).read_text())
+    change(data)
+    (project / path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def rules_run(proc: subprocess.CompletedProcess) -> set[str]:
     """The rules a `snakemake` run ran, from its log."""
     return set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.MULTILINE))

@@ -8,14 +8,8 @@ import shutil
 
 import yaml
 
-from conftest import BIN, copy_project, rules_run, run, snakemake
+from conftest import BIN, copy_project, edit_yaml, rules_run, run, snakemake
 from test_pipeline import planned_jobs
-
-
-def _edit(project, path, change):
-    data = yaml.safe_load((project / path).read_text())
-    change(data)
-    (project / path).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def _dvc_stage(project, name):
@@ -34,8 +28,8 @@ def test_pairs_start_from_the_pretrained_model_and_follow_its_changes(built, tmp
         params["train"].update(init_from="pretrain", steps=60)
         params["pretrain"]["steps"] = 30
 
-    _edit(project, "config/config.yaml", add_pretrain)
-    _edit(project, "params.yaml", start_from_it)
+    edit_yaml(project, "config/config.yaml", add_pretrain)
+    edit_yaml(project, "params.yaml", start_from_it)
     jobs = planned_jobs(project)
     assert jobs["pretrain"] == 1 and jobs["filter_pool"] == 1 and jobs["train"] == 1, jobs
     assert "filter" in jobs and jobs["filter"] == 1  # man_a only: woman_a and woman_b are built
@@ -57,7 +51,7 @@ def test_pairs_start_from_the_pretrained_model_and_follow_its_changes(built, tmp
     assert planned_jobs(project) == {}
 
     # A new pretrained model reruns the pairs that start from it, and nothing upstream.
-    _edit(project, "params.yaml", lambda params: params["pretrain"].update(steps=40))
+    edit_yaml(project, "params.yaml", lambda params: params["pretrain"].update(steps=40))
     assert planned_jobs(project) == {"pretrain": 1, "train": 1, "convert": 1, "evaluate": 2, "all": 1}
     proc = snakemake(project)
     assert rules_run(proc) == {"pretrain", "train", "convert", "evaluate", "all"}
@@ -72,20 +66,20 @@ def test_a_pair_or_a_model_folder_to_start_from_is_an_input(built, tmp_path):
     def second_pair(config):
         config["pairs"]["wb_wa"] = {"a": "woman_b", "b": "woman_a"}
 
-    _edit(project, "config/config.yaml", second_pair)
-    _edit(project, "params.yaml", lambda params: params["train"].update(init_from="wa_wb", init_parts="encoder"))
+    edit_yaml(project, "config/config.yaml", second_pair)
+    edit_yaml(project, "params.yaml", lambda params: params["train"].update(init_from="wa_wb", init_parts="encoder"))
     # wa_wb itself starts from scratch, as before: its settings did not change for it.
     assert planned_jobs(project) == {"train": 1, "evaluate": 1, "all": 1}
     assert "--init-from results/models/wa_wb" in snakemake(project, "-n", "-p").stdout
     assert "results/models/wa_wb/weights.msgpack" in _dvc_stage(project, "train-wb_wa")["deps"]
 
     shutil.copytree(project / "results/models/wa_wb", project / "team_model")
-    _edit(project, "params.yaml", lambda params: params["train"].update(init_from="team_model"))
+    edit_yaml(project, "params.yaml", lambda params: params["train"].update(init_from="team_model"))
     jobs = planned_jobs(project)
     assert jobs["train"] == 2, jobs  # now both pairs start from the folder
     assert "team_model/weights.msgpack" in _dvc_stage(project, "train-wa_wb")["deps"]
 
-    _edit(project, "params.yaml", lambda params: params["train"].update(init_from="no_such_model"))
+    edit_yaml(project, "params.yaml", lambda params: params["train"].update(init_from="no_such_model"))
     proc = snakemake(project, "-n", check=False)
     assert proc.returncode != 0
     line = next(line for line in (proc.stdout + proc.stderr).splitlines() if "init_from" in line)
