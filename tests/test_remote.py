@@ -13,7 +13,7 @@ import yaml
 
 from conftest import BIN, copy_project, edit_yaml, env, pair_config, rules_run, run, snakemake
 from ssh_server import another_host_key, running_sshd
-from test_pipeline import planned_jobs
+from test_pipeline import dvc_outputs, planned_jobs
 
 WEIGHTS = "results/models/wa_wb/weights.msgpack"
 SWAP = "results/swaps/wa_as_wb.mp4"
@@ -80,8 +80,9 @@ def test_ssh_remote_shares_the_build_and_its_model_starts_a_new_pair(built, ssh_
     config = dict(pair_config(), pairs={"wb_wa": {"a": "woman_b", "b": "woman_a"}}, swaps={})
     (clone / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     edit_yaml(clone, "params.yaml", lambda params: params["train"].update(init_from="results/models/wa_wb", steps=20))
-    proc = snakemake(clone)
-    assert rules_run(proc) == {"train", "evaluate", "all"}  # the pulled datasets as they are
+    proc = snakemake(clone, "results/models/wb_wa/model.json")
+    assert rules_run(proc) == {"train"}  # the pulled datasets as they are
+    assert "results/models/wb_wa/weights.msgpack" in dvc_outputs(clone)  # versioned, to push in turn
     started = json.loads((clone / "results/models/wb_wa/model.json").read_text())["started_from"]
     assert started["model"] == "results/models/wa_wb"
     assert started["weights_sha256"] == hashlib.sha256((project / WEIGHTS).read_bytes()).hexdigest()

@@ -125,6 +125,13 @@ def stages(configfile: str | None = None) -> dict:
     return {"stages": result, "plots": curves}
 
 
+def outputs(dvc_yaml: str | Path = "dvc.yaml") -> set[str]:
+    """Every path the stages of `dvc_yaml` output (outs and metrics)."""
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    return {next(iter(out)) if isinstance(out, dict) else out
+            for stage in stages.values() for out in stage.get("outs", []) + stage.get("metrics", [])}
+
+
 def render(configfile: str | None = None) -> str:
     return HEADER + yaml.safe_dump(stages(configfile), sort_keys=False, width=1000)
 

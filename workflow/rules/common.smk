@@ -270,7 +270,9 @@ def train_runtime(section):
 def version_with_dvc():
     """In a DVC repository, regenerate dvc.yaml from this DAG and record every output in
     dvc.lock and the DVC cache, so `dvc push` can share this build and `facepipe
-    restore` can bring it back."""
+    restore` can bring it back. A run for some outputs (`snakemake
+    results/models/<pair>/model.json`) records those and what they were built from: the
+    rest may be missing or stale."""
     if not Path(".dvc").is_dir() or workflow.dryrun or workflow.touch:
         return
     import subprocess
@@ -281,5 +283,7 @@ def version_with_dvc():
     args = ["--configfile", os.path.relpath(configfiles[-1])] if configfiles else []
     # Another process: the generator builds a Snakemake workflow of its own.
     subprocess.run([sys.executable, "-m", "facepipe", "dvc-yaml", *args], check=True)
+    targets = [os.path.relpath(target) for target in workflow.dag_settings.targets]
+    scope = ["--with-deps", *targets] if targets and set(targets) <= dvcstages.outputs() else []
     with dvcstages.kept_mtimes("results"):  # dvc commit relinks files; Snakemake compares mtimes
-        subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"], check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *scope], check=True)
