@@ -22,6 +22,8 @@ START_TIMEOUT_S = 10
 
 @dataclass(frozen=True)
 class SSHServer:
+    """What a test needs to reach the server as `user@127.0.0.1:port`."""
+
     port: int
     user: str
     client_key: Path  # private key, its public half authorized on the server
