@@ -89,9 +89,10 @@ def modules(stage: str) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def fingerprint(stage: str) -> str:
+def fingerprint(stage: str, found: dict[str, Path] | None = None) -> str:
+    """The hash of the stage's modules (`found`, when the caller has them already)."""
     digest = hashlib.sha256()
-    for name, path in modules(stage).items():
+    for name, path in (found or modules(stage)).items():
         tree = _without_docstrings(ast.parse(path.read_text(), filename=str(path)))
         digest.update(f"{name}\0{ast.dump(tree)}\0".encode())
     return digest.hexdigest()[:16]
@@ -103,8 +104,9 @@ def fingerprints() -> dict[str, str]:
 
 def fingerprint_text(stage: str) -> str:
     """What a stage's fingerprint file holds: the fingerprint, then the modules it covers."""
-    names = ", ".join(f"{PACKAGE}.{name}".rstrip(".") for name in modules(stage))
-    return f"{fingerprint(stage)}\n# {stage}: the syntax trees of {names}\n"
+    found = modules(stage)
+    names = ", ".join(f"{PACKAGE}.{name}".rstrip(".") for name in found)
+    return f"{fingerprint(stage, found)}\n# {stage}: the syntax trees of {names}\n"
 
 
 def write_fingerprints(folder: str | Path = FINGERPRINT_DIR) -> list[Path]:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import FacepipeError
+from . import read_versioned
 
 VERSION = 2
 ALIGNMENTS = "alignments.json"
@@ -59,13 +60,7 @@ def write(folder: Path, header: dict, faces: TextIO) -> None:
 
 def read(faces_dir: str | Path) -> dict:
     """alignments.json, refused when another facepipe wrote it."""
-    path = Path(faces_dir) / ALIGNMENTS
-    if not path.is_file():
-        raise FacepipeError(f"{faces_dir}: no {ALIGNMENTS}; run the detect stage first")
-    alignments = json.loads(path.read_text())
-    if alignments.get("version") != VERSION:
-        raise FacepipeError(f"{path}: made by an older facepipe; rerun the detect stage")
-    return alignments
+    return read_versioned(Path(faces_dir) / ALIGNMENTS, VERSION, "detect")
 
 
 def open_crops(faces_dir: str | Path) -> zipfile.ZipFile:

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import media
 from ..errors import FacepipeError
+from . import read_versioned
 
 VERSION = 2
 
@@ -38,14 +39,7 @@ def write_index(folder: Path, person: str, records: list[dict], embedding: np.nd
 
 
 def read_index(dataset_dir: str | Path) -> dict:
-    index_file = Path(dataset_dir) / "faces.json"
-    if not index_file.is_file():
-        raise FacepipeError(f"{dataset_dir}: no faces.json; run the filter stage first")
-    index = json.loads(index_file.read_text())
-    if index.get("version") != VERSION:
-        raise FacepipeError(f"{index_file}: dataset version {index.get('version', 1)}, this facepipe reads "
-                            f"version {VERSION}; rerun the filter stage")
-    return index
+    return read_versioned(Path(dataset_dir) / "faces.json", VERSION, "filter")
 
 
 def read_faces(dataset_dir: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import FacepipeError
+from . import read_versioned
 
 VERSION = 1
 INFO = "info.json"
@@ -25,11 +25,5 @@ def write(folder: Path, info: dict) -> None:
 def read(download_dir: str | Path) -> tuple[dict, Path]:
     """info.json and the path of the media: the video file, or the photos folder."""
     download_dir = Path(download_dir)
-    path = download_dir / INFO
-    if not path.is_file():
-        raise FacepipeError(f"{download_dir}: no {INFO}; run the download stage first")
-    info = json.loads(path.read_text())
-    if info.get("version") != VERSION:
-        raise FacepipeError(f"{path}: made by another facepipe (version {info.get('version')}, this one reads "
-                            f"{VERSION}); rerun the download stage")
+    info = read_versioned(download_dir / INFO, VERSION, "download")
     return info, download_dir / (info["file"] if info["kind"] != "photos" else "photos")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import FacepipeError
+from . import read_versioned
 
 VERSION = 2
 INDEX = "frames.json"
@@ -29,11 +29,4 @@ def write(folder: Path, index: dict) -> None:
 
 
 def read(frames_dir: str | Path) -> dict:
-    path = Path(frames_dir) / INDEX
-    if not path.is_file():
-        raise FacepipeError(f"{frames_dir}: no {INDEX}; run the frames stage first")
-    index = json.loads(path.read_text())
-    if index.get("version") != VERSION:
-        raise FacepipeError(f"{path}: made by another facepipe (version {index.get('version', 1)}, this one reads "
-                            f"{VERSION}); rerun the frames stage")
-    return index
+    return read_versioned(Path(frames_dir) / INDEX, VERSION, "frames")

@@ -13,7 +13,6 @@ History: 1, the first versioned format (before it, the same without "version")."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from flax import nnx
@@ -22,6 +21,7 @@ from .. import devices
 from ..errors import FacepipeError
 from ..fsutil import write_bytes, write_json
 from ..models import FaceSwapModel, ModelSettings, count_params, load_weights, weights_bytes
+from . import read_versioned
 
 VERSION = 1
 INFO = "model.json"
@@ -35,17 +35,7 @@ def write(folder: Path, model: FaceSwapModel, info: dict) -> None:
 
 
 def read_info(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / INFO
-    if not path.is_file():
-        raise FacepipeError(f"{model_dir}: no {INFO}; run the train stage first")
-    try:
-        info = json.loads(path.read_text())
-    except ValueError as exc:
-        raise FacepipeError(f"{path}: not readable ({exc}); retrain the pair") from None
-    if info.get("version") != VERSION:
-        raise FacepipeError(f"{path}: made by another facepipe (version {info.get('version')}, this one reads "
-                            f"{VERSION}); rerun the train stage")
-    return info
+    return read_versioned(Path(model_dir) / INFO, VERSION, "train")
 
 
 def read_weights(model_dir: str | Path) -> bytes:

@@ -9,11 +9,10 @@ History: 1, the first versioned format (before it, the same without "version")."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..errors import FacepipeError
 from ..fsutil import write_json
+from . import read_versioned
 
 VERSION = 1
 
@@ -23,11 +22,4 @@ def write(path: str | Path, report: dict) -> None:
 
 
 def read(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FacepipeError(f"{path}: convert's report is missing; run convert first")
-    report = json.loads(path.read_text())
-    if report.get("version") != VERSION:
-        raise FacepipeError(f"{path}: made by another facepipe (version {report.get('version')}, this one reads "
-                            f"{VERSION}); rerun convert")
-    return report
+    return read_versioned(Path(path), VERSION, "convert")
