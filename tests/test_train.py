@@ -1,4 +1,5 @@
-"""Training never loses progress: resume after kill -9, and more steps continue."""
+"""Training never loses progress: resume after kill -9, and more steps continue; on
+several devices or processes it trains as on one."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -28,6 +31,11 @@ def _train(built, tmp_path, name, steps, **overrides):
     return [str(BIN / "facepipe"), "train", "--params", str(_params(tmp_path, steps, **overrides)),
             "--a", str(built / "results/datasets/woman_a"), "--b", str(built / "results/datasets/woman_b"),
             "--out", str(tmp_path / name / "model"), "--checkpoints", str(tmp_path / name / "ckpt")]
+
+
+def _losses(model_dir) -> np.ndarray:
+    with open(model_dir / "loss.csv") as f:
+        return np.array([[float(r["loss_a"]), float(r["loss_b"])] for r in csv.DictReader(f)])
 
 
 def test_kill_9_then_resume_is_bit_identical(built, tmp_path):
@@ -115,28 +123,40 @@ def test_timelapse_and_previews_follow_training(built):
     assert (model / "preview.png").read_bytes() != previews[0].read_bytes()
 
 
-def test_two_devices_train_like_one(built, tmp_path):
-    """Data parallel over 2 (CPU) devices: the same losses as on one, to float rounding."""
+def test_two_devices_or_two_processes_train_like_one(built, tmp_path):
+    """Data parallel over 2 (CPU) devices, of one process or of two (train.hosts=2): the
+    same losses as on one device, to float rounding; of two processes, process 0 alone
+    reports and writes the outputs."""
     losses, logs = {}, {}
     for devices in (1, 2):
         environment = env()
         environment["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-        # The 2017 recipe: no warm-up, so both runs visibly learn in 10 steps.
+        # The 2017 recipe: no warm-up, so every run visibly learns in 10 steps.
         proc = subprocess.run(_train(built, tmp_path, f"devices{devices}", 10, recipe="original"), cwd=tmp_path,
                               env=environment,
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         logs[devices] = proc.stdout + proc.stderr
-        with open(tmp_path / f"devices{devices}/model/loss.csv") as f:
-            losses[devices] = np.array([[float(r["loss_a"]), float(r["loss_b"])] for r in csv.DictReader(f)])
+        losses[devices] = _losses(tmp_path / f"devices{devices}/model")
+    for proc, stderr in _start_hosts(built, tmp_path, "hosts", 10, recipe="original"):
+        assert proc.wait(timeout=300) == 0, stderr.read_text()[-2000:]
+    logs["hosts"] = (tmp_path / "hosts-0.out").read_text()
+    losses["hosts"] = _losses(tmp_path / "hosts/model-0")
     assert "data parallel over 2 devices" in logs[2] and "data parallel" not in logs[1]
-    assert losses[1].shape == losses[2].shape == (10, 2)
-    # Only the summation order differs: measured at most 2.3e-5 over the first 5 steps. Gradients
-    # from half the batch were off by 4.6e-4 at step 2 and 1.2e-2 at step 4. Later steps are not
-    # compared: Adam amplifies rounding chaotically (4.7e-2 by step 19 in one CI run).
+    assert "data parallel over 2 devices (cpu) in 2 processes" in logs["hosts"]
+    assert losses[1].shape == losses[2].shape == losses["hosts"].shape == (10, 2)
+    # Only the summation order differs: measured at most 2.3e-5 over the first 5 steps (2
+    # processes: 7e-6). Gradients from half the batch were off by 4.6e-4 at step 2 and
+    # 1.2e-2 at step 4. Later steps are not compared: Adam amplifies rounding chaotically
+    # (4.7e-2 by step 19 in one CI run).
     np.testing.assert_allclose(losses[2][:5], losses[1][:5], rtol=2e-4)
+    np.testing.assert_allclose(losses["hosts"][:5], losses[1][:5], rtol=2e-4)
     for loss in losses.values():
-        assert (loss[-5:].mean(0) < loss[:5].mean(0)).all()  # both learn
+        assert (loss[-5:].mean(0) < loss[:5].mean(0)).all()  # all learn
+    assert sorted(p.name for p in (tmp_path / "hosts/model-0").iterdir()) == sorted(
+        p.name for p in (tmp_path / "devices1/model").iterdir())
+    assert not (tmp_path / "hosts/model-1").exists()
+    assert "train:" not in (tmp_path / "hosts-1.out").read_text()
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_refused(built, tmp_path):
@@ -146,3 +166,49 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused(built, tmp_path
     proc = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and "train.batch_size=7 does not split over the 2 devices" in last
+
+
+def _start_hosts(built, tmp_path, name, steps, **overrides) -> list[tuple[subprocess.Popen, Path]]:
+    """train.hosts=2 on this machine: two `facepipe train` processes joined at a free port
+    of 127.0.0.1, as srun starts them on two nodes; each with its own --out, to see which
+    one writes. Returns each process and the path of its stderr."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    processes = []
+    for index in (0, 1):
+        command = _train(built, tmp_path, name, steps, hosts=2, **overrides)
+        command[command.index("--out") + 1] = str(tmp_path / name / f"model-{index}")
+        stderr = tmp_path / f"{name}-{index}.err"
+        with open(tmp_path / f"{name}-{index}.out", "w") as out, open(stderr, "w") as err:
+            processes.append((subprocess.Popen(command + ["--coordinator", f"127.0.0.1:{port}", "--process-id",
+                                                          str(index)], cwd=tmp_path, env=env(), stdout=out,
+                                               stderr=err), stderr))
+    return processes
+
+
+def test_a_lost_process_stops_the_others_in_one_line_and_a_rerun_resumes(built, tmp_path):
+    """kill -9 of one of two training processes: the other stops within seconds, saying
+    why in one line and which checkpoint a rerun resumes from; a rerun does."""
+    processes = _start_hosts(built, tmp_path, "lost", 30)
+    (first, first_err), (second, _) = processes
+    deadline = time.time() + 300
+    while not (tmp_path / "lost/ckpt/steps/10").exists():
+        assert first.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    os.kill(second.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    second.wait()
+    assert first.wait(timeout=60) == 1
+    print(f"process 0 stopped {time.monotonic() - killed:.1f} s after process 1 was killed")
+    lines = first_err.read_text().strip().splitlines()
+    errors = [line for line in lines if "error" in line.lower()]
+    assert errors == [lines[-1]], errors  # one line, the last
+    assert lines[-1].startswith("facepipe train: error: train: training process 0 of 2 stopped because another "
+                                "one was lost"), lines[-1]
+    step = int(lines[-1].split("a rerun resumes from the checkpoint at step ")[1].split()[0])
+
+    for proc, stderr in _start_hosts(built, tmp_path, "lost", 30):
+        assert proc.wait(timeout=300) == 0, stderr.read_text()[-2000:]
+    assert f"train: resuming from step {step} of 30" in (tmp_path / "lost-0.out").read_text()
+    assert json.loads((tmp_path / "lost/model-0/metrics.json").read_text())["steps_this_run"] == 30 - step

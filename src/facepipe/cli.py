@@ -52,14 +52,30 @@ def cmd_filter(args):
 
 
 def cmd_train(args):
-    from . import train
-
     training = _settings(args, "train")
     if args.pretrain:  # a pretrained model: its own steps, a pool of faces on both sides, from scratch
         training = dataclasses.replace(training, steps=_settings(args, "pretrain").steps)
     people = ("pretrain", "pretrain") if args.pretrain else tuple(args.people)
-    train.run(datasets_a=args.a, datasets_b=args.b, init_from=args.init_from, out_dir=args.out,
-              checkpoint_dir=args.checkpoints, settings=training, people=people)
+
+    def run():
+        from . import train
+
+        train.run(datasets_a=args.a, datasets_b=args.b, init_from=args.init_from, out_dir=args.out,
+                  checkpoint_dir=args.checkpoints, settings=training, people=people)
+
+    if training.hosts == 1:
+        if args.coordinator is not None or args.process_id is not None:
+            raise FacepipeError("train: --coordinator and --process-id join the processes of train.hosts > 1; "
+                                "params.yaml has train.hosts: 1")
+        run()
+        return
+    from . import hosts
+
+    index = hosts.process_index(training.hosts, args.coordinator, args.process_id)
+    if hosts.is_worker():
+        hosts.work(training.hosts, args.coordinator, index, run)
+    else:
+        hosts.supervise(args.argv, training.hosts, index, Path(args.checkpoints))
 
 
 def cmd_convert(args):
@@ -151,6 +167,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", help="model folder to start from (train.init_parts says which parts)")
     s.add_argument("--out", required=True, help="model folder")
     s.add_argument("--checkpoints", required=True, help="folder for resumable checkpoints")
+    s.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="train.hosts > 1 without Slurm: where process 0 listens for the others")
+    s.add_argument("--process-id", type=int, metavar="I", help="train.hosts > 1 without Slurm: which process this is")
 
     s = stage("convert", cmd_convert, "render a swap (video, GIF or photos)")
     s.add_argument("--frames", required=True, help="frames stage folder of the swap clip")
@@ -200,16 +219,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def report(command: str, exc: FacepipeError | KeyboardInterrupt) -> int:
+    """Say in one line why a command stopped; returns its exit status."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"facepipe {command}: interrupted", file=sys.stderr)
+        return 130
+    print(f"facepipe {command}: error: {exc}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    args.argv = argv  # train.hosts > 1 reruns the same command in a worker process
     try:
         args.func(args)
-    except FacepipeError as exc:
-        print(f"facepipe {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"facepipe {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (FacepipeError, KeyboardInterrupt) as exc:
+        return report(args.command, exc)
     return 0
 
 

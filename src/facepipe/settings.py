@@ -62,6 +62,9 @@ class TrainSettings:
     save_every: int = field(metadata=SPEED_ONLY)  # how much a crash can lose, not what is learnt
     preview_every: int
     seed: int
+    # Processes sharing each step, one a host (hosts.py): the same training summed in
+    # another order, as with more devices in one machine, which no setting tracks either.
+    hosts: int = field(metadata=SPEED_ONLY)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ STAGES = ("download", "frames", "detect", "filter", "train", "convert", "evaluat
 # Modules a stage runs without importing them: detect's worker processes start from this one.
 ENTRY_MODULES = {"detect": ("detect", "_detect_worker")}
 FINGERPRINT_DIR = Path("workflow/fingerprints")
-# Modules every stage imports that never change what a stage writes: the typed settings
-# carry params.yaml's values (dependencies by key), errors only stop a stage, and this
-# module is the bookkeeping itself. A change to them reruns nothing.
-NOT_OUTPUT_CODE = {"settings", "errors", "stage_code"}
+# Modules stages import that never change what a stage writes: the typed settings carry
+# params.yaml's values (dependencies by key), errors only stop a stage, hosts starts and
+# joins training processes, and this module is the bookkeeping itself. A change to them
+# reruns nothing.
+NOT_OUTPUT_CODE = {"settings", "errors", "hosts", "stage_code"}
 
 
 def module_path(module: str) -> Path | None:

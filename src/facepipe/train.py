@@ -30,9 +30,10 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from . import align, devices, figures, media, stage_code, tagging
+from . import align, devices, figures, hosts, media, stage_code, tagging
 from .errors import FacepipeError
 from .formats import model_folder
 from .fsutil import atomic_path, write_json
@@ -41,8 +42,9 @@ from .losses import image_loss
 from .models import FaceSwapModel, ModelSettings, load_weights, reconstruct
 from .settings import TrainSettings
 
-# Settings that may change without invalidating a checkpoint: more steps continue it.
-RESUMABLE_KEYS = ("steps", "save_every", "preview_every")
+# Settings that may change without invalidating a checkpoint: more steps continue it, and
+# more hosts share its steps.
+RESUMABLE_KEYS = ("steps", "save_every", "preview_every", "hosts")
 # How a run starts counts by what it really starts from (see fingerprint), not by these.
 START_KEYS = ("init_from", "init_parts")
 PREVIEW_FACES = 4
@@ -74,6 +76,18 @@ def learning_rate(settings: TrainSettings) -> optax.Schedule | float:
     if settings.batch_size <= REFERENCE_BATCH:
         return peak  # measured: a warm-up at batch 16 only delays the fast recipe (README, Training)
     return optax.linear_schedule(peak / BIG_BATCH_WARMUP, peak, BIG_BATCH_WARMUP)
+
+
+def local(x: jax.Array) -> jax.Array:
+    """This process's copy of a replicated array: the host can read it even when the
+    array spans other processes' devices (train.hosts > 1)."""
+    return x.addressable_data(0)
+
+
+def all_processes_reach(point: str) -> None:
+    """Wait until every training process gets here (train.hosts > 1)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(point)
 
 
 def _describe(shape: dict) -> str:
@@ -124,11 +138,13 @@ class Trainer:
     and both Adam moments in place). Each step draws and augments both people's batches
     on the device (input_pipeline.augment) from faces uploaded once.
 
-    Data parallel over every visible device: the state and the faces are replicated,
-    each batch is split across the devices, and XLA sums the gradients (jax.sharding).
+    Data parallel over every device of every training process (train.hosts): the state
+    and the faces are replicated, each batch is split across the devices, and XLA sums
+    the gradients (jax.sharding). Each process puts the same arrays, loaded from the
+    same files, in its devices' share.
 
-    `state` is the live training state; `sync()` writes it back into `model` and
-    `optimizer` before anything else reads them."""
+    `state` is the live training state; `sync()` writes this process's copy of it into
+    `model` and `optimizer` before anything else reads them."""
 
     def __init__(self, faces_a: np.ndarray, faces_b: np.ndarray, settings: TrainSettings, precision: str,
                  start: tuple[dict, bytes, str] | None = None, people: tuple[str, str] = ("a", "b")):
@@ -176,12 +192,12 @@ class Trainer:
         return loss_a, loss_b
 
     def sync(self) -> None:
-        nnx.update((self.model, self.optimizer), self.state)
+        nnx.update((self.model, self.optimizer), jax.tree.map(local, self.state))
 
     def checkpoint(self) -> tuple[dict, list[int]]:
-        """The training state as a pure dict, and the RNG key."""
-        self.sync()
-        return nnx.to_pure_dict(nnx.state((self.model, self.optimizer))), np.asarray(self.key).tolist()
+        """The training state as a pure dict (of arrays over every process's devices, as
+        orbax saves them together), and the RNG key."""
+        return nnx.to_pure_dict(self.state), np.asarray(local(self.key)).tolist()
 
     def restore(self, pure: dict, key: list[int]) -> None:
         state = nnx.state((self.model, self.optimizer))
@@ -226,7 +242,9 @@ def fingerprint(settings: TrainSettings, dataset_dirs: list[Path], start: tuple[
 class Checkpoints:
     """Orbax CheckpointManager over the training state (model and optimizer), the step,
     the batches' RNG key and the loss history. Each save is atomic (orbax commits a step
-    only when complete)."""
+    only when complete). With several training processes every one saves and restores
+    (orbax coordinates them; the folder must be on a file system they share), and
+    process 0 alone prepares the folder and keeps the previews."""
 
     def __init__(self, directory: Path, run_id: str, shape: dict):
         """`shape`: the settings that shape the network. A checkpoint of another shape is
@@ -235,6 +253,7 @@ class Checkpoints:
         self.directory = directory.resolve()
         marker = self.directory / "run.json"
         shape = json.loads(json.dumps(shape))  # as it reads back from run.json (tuples become lists)
+        start_over = False
         if self.directory.exists():
             try:
                 previous = json.loads(marker.read_text())
@@ -246,12 +265,16 @@ class Checkpoints:
                 raise FacepipeError(f"train: {directory} holds a checkpoint of a {_describe(previous_shape)} model, "
                                     f"params.yaml asks for a {_describe(shape)} one; set train back to match, or "
                                     "delete that folder to start over")
-            if previous_run != run_id:
+            start_over = previous_run != run_id
+        all_processes_reach("checkpoint folder checked")  # each read it before process 0 changes it
+        if jax.process_index() == 0:
+            if start_over:
                 print(f"train: {directory} holds another run (data, settings or starting model changed): "
                       "starting over")
                 shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        write_json(marker, {"run": run_id, "shape": shape})
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_json(marker, {"run": run_id, "shape": shape})
+        all_processes_reach("checkpoint folder ready")
         self.manager = ocp.CheckpointManager(self.directory / "steps", options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
     def save(self, step: int, trainer: Trainer, meta: dict) -> None:
@@ -283,8 +306,9 @@ class Checkpoints:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
             except Exception as exc:  # orbax raises many types for unreadable data
-                print(f"train: checkpoint {self.directory}/steps/{step} is unreadable "
-                      f"({type(exc).__name__}); removing it and trying the one before")
+                if jax.process_index() == 0:
+                    print(f"train: checkpoint {self.directory}/steps/{step} is unreadable "
+                          f"({type(exc).__name__}); removing it and trying the one before")
                 self.manager.delete(step)
                 continue
             trainer.restore(restored.state, restored.meta["key"])
@@ -318,10 +342,11 @@ def model_info(settings: TrainSettings, people: tuple[str, str], precision: str,
 
 def run(*, datasets_a: list[str | Path], datasets_b: list[str | Path], init_from: str | Path | None = None,
         out_dir: str | Path, checkpoint_dir: str | Path, settings: TrainSettings,
-        people: tuple[str, str] = ("a", "b")) -> dict:
+        people: tuple[str, str] = ("a", "b")) -> dict | None:
     """Train a pair (one dataset a side) or a pretrained model (the same pool of many
     people's datasets on both sides), optionally starting from the model in `init_from`
-    (`train.init_parts` of it)."""
+    (`train.init_parts` of it). With several training processes (hosts.py) each runs
+    this; process 0 alone reports, writes the outputs and returns the metrics."""
     init_parts = settings.init_parts
     dataset_dirs = [[Path(d) for d in datasets_a], [Path(d) for d in datasets_b]]
     faces = [load_faces(dirs) for dirs in dataset_dirs]
@@ -341,16 +366,19 @@ def run(*, datasets_a: list[str | Path], datasets_b: list[str | Path], init_from
     unique_dirs = list(dict.fromkeys(dataset_dirs[0] + dataset_dirs[1]))
     ckpt = Checkpoints(Path(checkpoint_dir), fingerprint(settings, unique_dirs, start),
                        model_shape(settings))  # refuses before building
-    precision = devices.announce("train", settings.precision)
+    primary, process_count = jax.process_index() == 0, jax.process_count()
+    hosts.log_native_output(ckpt.directory, jax.process_index())
+    precision = devices.announce("train", settings.precision) if primary else devices.precision(settings.precision)
     trainer = Trainer(faces[0], faces[1], settings, precision, start, people)
     meta = ckpt.restore_latest(trainer)
     step, history = (meta["step"], meta["history"]) if meta else (0, [])
-    if meta:
+    if primary and meta:
         print(f"train: resuming from step {step} of {settings.steps} ({ckpt.directory})")
-    elif init_from is not None:
+    elif primary and init_from is not None:
         print(f"train: starting from {init_from} ({init_parts})")
-    if device_count > 1:
-        print(f"train: data parallel over {device_count} devices ({jax.devices()[0].platform}), "
+    if device_count > 1 and primary:
+        processes = f" in {process_count} processes" if process_count > 1 else ""
+        print(f"train: data parallel over {device_count} devices ({jax.devices()[0].platform}){processes}, "
               f"{settings.batch_size // device_count} faces per person on each")
     if step > settings.steps:
         raise FacepipeError(f"train: checkpoint in {checkpoint_dir} is at step {step}, past train.steps="
@@ -361,7 +389,8 @@ def run(*, datasets_a: list[str | Path], datasets_b: list[str | Path], init_from
                      ms.resolution, settings.coverage) for f in faces]
     log_every = max(1, settings.steps // 1000)
     started, first_step = time.time(), step
-    progress = tqdm(total=settings.steps, initial=step, desc=f"train {people[0]}<->{people[1]}", unit="step")
+    progress = tqdm(total=settings.steps, initial=step, desc=f"train {people[0]}<->{people[1]}", unit="step",
+                    disable=not primary)
 
     def save():
         ckpt.save(step, trainer, {"step": step, "history": history})
@@ -371,15 +400,19 @@ def run(*, datasets_a: list[str | Path], datasets_b: list[str | Path], init_from
             loss_a, loss_b = trainer.step()
             step += 1
             if step % log_every == 0 or step == settings.steps:
-                history.append([step, round(float(loss_a), 6), round(float(loss_b), 6)])
+                history.append([step, round(float(local(loss_a)), 6), round(float(local(loss_b)), 6)])
                 progress.set_postfix(loss_a=f"{history[-1][1]:.4f}", loss_b=f"{history[-1][2]:.4f}")
             progress.update(1)
             if step % settings.save_every == 0:
                 save()
-            if step % settings.preview_every == 0:
+            if step % settings.preview_every == 0 and primary:
                 trainer.sync()
                 ckpt.save_preview(step, preview_grid(trainer.model, *preview_faces))
     except KeyboardInterrupt:
+        if process_count > 1:  # a save needs every process, and others may not have stopped
+            print(f"\ntrain: process {jax.process_index()} interrupted at step {step}; "
+                  f"{hosts.resume_advice(ckpt.directory)}")
+            raise
         if step and step % settings.save_every:
             save()
         print(f"\ntrain: interrupted at step {step}; checkpoint saved, rerun to continue")
@@ -387,6 +420,8 @@ def run(*, datasets_a: list[str | Path], datasets_b: list[str | Path], init_from
     finally:
         progress.close()
     save()
+    if not primary:
+        return None
 
     out_dir = Path(out_dir)
     write_model(out_dir, trainer, model_info(settings, people, precision, int(faces[0].shape[1]), step,

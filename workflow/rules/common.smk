@@ -266,6 +266,18 @@ def train_runtime(section):
     return 30 + math.ceil(PARAMS[section]["steps"] * TRAIN_STEP_SECONDS / 60)
 
 
+# train.hosts > 1: one training process a node, each with the rule's threads, memory and
+# a GPU (facepipe.hosts). An MPI job to the Slurm executor (the `mpi` resource): it
+# leaves starting the tasks to the command, which starts them with srun (`launcher`).
+def train_resources(section):
+    hosts = PARAMS["train"]["hosts"]
+    resources = {"mem_mb": 8000, "runtime": train_runtime(section), "gpu": 1, "launcher": ""}
+    if hosts > 1:
+        resources.update(nodes=hosts, tasks=hosts, tasks_per_gpu=1, gpu=hosts, mpi="srun",
+                         launcher=f"srun --ntasks={hosts}")
+    return resources
+
+
 # versioning
 def version_with_dvc():
     """In a DVC repository, regenerate dvc.yaml from this DAG and record every output in

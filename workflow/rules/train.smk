@@ -38,11 +38,9 @@ rule train:
         "logs/benchmarks/train/{pair}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=train_runtime("train"),
-        gpu=1,
+        **train_resources("train"),
     shell:
-        "facepipe train --a {input.a:q} --b {input.b:q} {params.role} {params.start}"
+        "{resources.launcher} facepipe train --a {input.a:q} --b {input.b:q} {params.role} {params.start}"
         " --out {params.out:q} --checkpoints {params.checkpoints:q} 2>&1 | tee {log:q}"
 
 
@@ -78,9 +76,7 @@ use rule train as pretrain with:
         out=model_folder,
         checkpoints="results/checkpoints/pretrain",
     resources:
-        mem_mb=8000,
-        runtime=train_runtime("pretrain"),
-        gpu=1,
+        **train_resources("pretrain"),
     log:
         "logs/train/pretrain.log",
     benchmark:
