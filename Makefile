@@ -96,14 +96,20 @@ lock:
 	$(BIN)/uv lock $(LOCK_ARGS)
 	$(BIN)/uv export --frozen --quiet --only-group setup --output-file $(BOOTSTRAP)
 
+# Tests run on two pytest-xdist workers: much of a test's time is waiting (process
+# starts, Slurm's polling, SSH), which the other worker fills. Tests sharing a costly
+# fixture share an xdist_group; conftest orders them (README, Development).
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 # Everything, as CI runs it: the linters, then every test (end-to-end builds included).
 test: lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The library code of every stage, in process where it can be, on small real data
-# (README, Development): minutes, not the full suite's half hour.
+# (README, Development): minutes, not the full suite's time.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # PROFILE=slurm: every job through Slurm (workflow/profiles/slurm; README, "On a cluster").
 run: setup

@@ -7,11 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # facepipe, snakemake and dvc live beside this python, called by path
@@ -91,13 +93,21 @@ def pair_config() -> dict:
 
 
 @pytest.fixture(scope="session")
-def built(media, tmp_path_factory) -> Path:
-    """woman_a <-> woman_b built end to end by `snakemake`, versioned by DVC (once per session)."""
-    project = make_project(tmp_path_factory.mktemp("built") / "project", pair_config())
-    run(["git", "init", "-q"], project)
-    run([str(BIN / "dvc"), "init", "-q"], project)
-    shutil.copy(ROOT / ".dvcignore", project)
-    snakemake(project)
+def built(media, tmp_path_factory, worker_id) -> Path:
+    """woman_a <-> woman_b built end to end by `snakemake`, versioned by DVC: once per
+    session, shared by the pytest-xdist workers (`make test` runs two). Tests copy it
+    before they change anything."""
+    # Workers' temporary folders are inside the session's: the first to get here builds.
+    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    project = root / "built" / "project"
+    with FileLock(root / "built.lock"):
+        if not (project / "results/swaps/wa_as_wb.mp4").is_file():
+            shutil.rmtree(project, ignore_errors=True)  # a build that failed in another worker: its error is there
+            make_project(project, pair_config())
+            run(["git", "init", "-q"], project)
+            run([str(BIN / "dvc"), "init", "-q"], project)
+            shutil.copy(ROOT / ".dvcignore", project)
+            snakemake(project)
     return project
 
 
@@ -124,15 +134,44 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255 ** 2 / max(mse, 1e-10))
 
 
+def pytest_configure(config):
+    """One compile cache for the session, empty at its start (so a run's time does not
+    depend on earlier runs): every facepipe command a test starts, and the tests' own
+    in-process JAX code, compile each program once (cli.use_compile_cache)."""
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its controller set it up
+        return
+    config.compile_cache = tempfile.mkdtemp(prefix="facepipe-test-compile-cache-")
+    os.environ["FACEPIPE_COMPILE_CACHE"] = config.compile_cache
+    from facepipe.cli import use_compile_cache
+
+    use_compile_cache()  # for this process's JAX too, before anything imports it
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "compile_cache"):
+        shutil.rmtree(config.compile_cache, ignore_errors=True)
+
+
 # Fixtures that are whole Snakemake builds: a test using one is an end-to-end test.
 BUILDS = {"built", "stage_build"}
 
 
 def pytest_collection_modifyitems(items):
-    """`slow` marks the end-to-end builds (`make test-fast` leaves them out)."""
+    """`slow` marks the end-to-end builds (`make test-fast` leaves them out).
+
+    The order is the one `make test`'s two workers take tests in (pytest-xdist, by test
+    or by xdist_group): the first test that needs the shared build (its worker builds
+    it), then every test that needs none (the other worker runs them meanwhile), then
+    the rest."""
+    def needs_build(item) -> bool:
+        return "built" in getattr(item, "fixturenames", ())
+
     for item in items:
         if BUILDS & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    first = next((i for i, item in enumerate(items) if needs_build(item)), None)
+    rank = {id(item): (0 if i == first else 2 if needs_build(item) else 1, i) for i, item in enumerate(items)}
+    items.sort(key=lambda item: rank[id(item)])
 
 
 def earlier_output(path: Path, folder: bool = False):

@@ -16,6 +16,9 @@ import yaml
 from conftest import BIN, ROOT, earlier_output, env, run
 from facepipe.media import FFMPEG, VideoWriter, probe, read_frames
 
+# One worker runs the module (make test): the clips extracted once (session fixtures).
+pytestmark = pytest.mark.xdist_group("faces")
+
 # two_faces_360p.mp4, checked by eye on the contact sheets once: a wide stage shot
 # (frames 0-44: the singer on the right, the pianist on the left), the singer seen from
 # behind (45-106), the singer in close-up (107-235), the audience (236-299).

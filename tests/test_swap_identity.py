@@ -28,8 +28,8 @@ def stage_build(media, tmp_path_factory):
                                    "start": START, "duration": DURATION}},
     }
     project = make_project(root / "project", config, {"frames": {"fps": 5, "duration": 10},
-                                                        "train": {"steps": 100, "save_every": 50,
-                                                                  "preview_every": 50}})
+                                                        "train": {"steps": 40, "save_every": 20,
+                                                                  "preview_every": 20}})
     run(["git", "init", "-q"], project)
     snakemake(project, "results/swaps/singer_as_wa.mp4", "results/metrics/swaps/singer_as_wa.json")
     return project

@@ -38,30 +38,40 @@ def _losses(model_dir) -> np.ndarray:
         return np.array([[float(r["loss_a"]), float(r["loss_b"])] for r in csv.DictReader(f)])
 
 
-def test_kill_9_then_resume_is_bit_identical(built, tmp_path):
+def _cached_programs(cache: Path) -> set[str]:
+    return {p.name for p in cache.glob("*-cache")}
+
+
+def test_training_resumes_where_it_stopped_and_ends_bit_identical(built, tmp_path):
+    """More steps continue a finished training; kill -9 loses at most one checkpoint
+    interval; the resumed model is the one an uninterrupted training makes, byte for
+    byte. The resumed runs compile nothing: every program comes from the compile cache
+    the first run filled (cli.use_compile_cache), with the same bytes as a fresh compile."""
+    cache = tmp_path / "compile-cache"
+    cached = {**env(), "FACEPIPE_COMPILE_CACHE": str(cache)}
+    cached.pop("JAX_COMPILATION_CACHE_DIR", None)
     run(_train(built, tmp_path, "straight", 60), tmp_path)
-    proc = subprocess.Popen(_train(built, tmp_path, "killed", 60), cwd=tmp_path, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    run(_train(built, tmp_path, "grow", 30), tmp_path, environment=cached)
+    programs = _cached_programs(cache)
+    assert programs, f"nothing in the compile cache {cache}"
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(_train(built, tmp_path, "grow", 60), cwd=tmp_path, env=cached, stdout=out,
+                                stderr=subprocess.STDOUT)
     deadline = time.time() + 300
-    while not (tmp_path / "killed/ckpt/steps/20").exists():
-        assert proc.poll() is None and time.time() < deadline, "training ended before its second checkpoint"
+    while not (tmp_path / "grow/ckpt/steps/50").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before the checkpoint at step 50"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    resumed = run(_train(built, tmp_path, "killed", 60), tmp_path)
-    assert "resuming from step" in resumed.stdout + resumed.stderr
-    assert (tmp_path / "killed/model/weights.msgpack").read_bytes() == \
-        (tmp_path / "straight/model/weights.msgpack").read_bytes()
-
-
-def test_more_steps_continue_from_the_checkpoint(built, tmp_path):
-    run(_train(built, tmp_path, "grow", 30), tmp_path)
-    more = run(_train(built, tmp_path, "grow", 60), tmp_path)
-    assert "resuming from step 30 of 60" in more.stdout + more.stderr
-    assert json.loads((tmp_path / "grow/model/metrics.json").read_text())["steps_this_run"] == 30
-    run(_train(built, tmp_path, "straight", 60), tmp_path)
+    assert "resuming from step 30 of 60" in log.read_text()
+    resumed = run(_train(built, tmp_path, "grow", 60), tmp_path, environment=cached)
+    assert "resuming from step 50 of 60" in resumed.stdout + resumed.stderr
+    assert json.loads((tmp_path / "grow/model/metrics.json").read_text())["steps_this_run"] == 10
     assert (tmp_path / "grow/model/weights.msgpack").read_bytes() == \
         (tmp_path / "straight/model/weights.msgpack").read_bytes()
+    assert _cached_programs(cache) == programs  # nothing compiled anew
 
 
 def test_fewer_faces_than_the_batch_is_a_one_line_error(built, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -228,8 +229,29 @@ def report(command: str, exc: FacepipeError | KeyboardInterrupt) -> int:
     return 1
 
 
+def use_compile_cache() -> None:
+    """Keep the programs JAX compiles in a folder between runs (JAX's persistent cache),
+    so the next run of a stage (a resumed training, the next swap) starts without
+    compiling again: a tiny 10-step training took 25 s cold and 8 s warm here. The same
+    program gives the same bytes from the cache or compiled anew. FACEPIPE_COMPILE_CACHE
+    names the folder (default ~/.cache/facepipe/jax), or `off`; JAX's own
+    JAX_COMPILATION_CACHE_DIR wins over both."""
+    folder = os.environ.get("FACEPIPE_COMPILE_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facepipe" / "jax")
+    if folder == "off":
+        return
+    # JAX reads these when it is imported, which no stage has done yet.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", folder)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # every program: many small ones add up
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    # A size bound turns on JAX's least-recently-used eviction and, with it, the file lock
+    # that keeps jobs running at once from reading each other's half-written entries.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    use_compile_cache()
     args = parser().parse_args(argv)
     args.argv = argv  # train.hosts > 1 reruns the same command in a worker process
     try:
