@@ -16,9 +16,6 @@ import yaml
 from conftest import BIN, ROOT, earlier_output, env, run
 from facepipe.media import FFMPEG, VideoWriter, probe, read_frames
 
-# One worker runs the module (make test): the clips extracted once (session fixtures).
-pytestmark = pytest.mark.xdist_group("faces")
-
 # two_faces_360p.mp4, checked by eye on the contact sheets once: a wide stage shot
 # (frames 0-44: the singer on the right, the pianist on the left), the singer seen from
 # behind (45-106), the singer in close-up (107-235), the audience (236-299).
@@ -79,6 +76,8 @@ def singer_photo(two_faces, work):
 LENIENT = {"filter": {"min_score": 0.9, "min_size": 16, "min_sharpness": 0, "max_yaw": 90, "min_difference": 0}}
 
 
+# One worker runs the tests of two_faces_360p's detection (make test): it is extracted once.
+@pytest.mark.xdist_group("two_faces")
 def test_every_face_of_every_frame_has_a_stable_track(two_faces):
     result = alignments(two_faces)
     assert result["version"] == 2 and result["frame_count"] == 300
@@ -99,6 +98,7 @@ def test_every_face_of_every_frame_has_a_stable_track(two_faces):
     assert tracks[singer.pop()]["faces"] == tracks[pianist.pop()]["faces"] == 45
 
 
+@pytest.mark.xdist_group("two_faces")
 @pytest.mark.parametrize("params", [None, LENIENT], ids=["default", "lenient-quality"])
 def test_a_reference_photo_keeps_only_that_person(two_faces, singer_photo, work, params):
     out = work / f"singer-{params is None}"
