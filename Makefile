@@ -97,19 +97,21 @@ lock:
 	$(BIN)/uv export --frozen --quiet --only-group setup --output-file $(BOOTSTRAP)
 
 # Tests run on two pytest-xdist workers: much of a test's time is waiting (process
-# starts, Slurm's polling, SSH), which the other worker fills. Tests sharing a costly
-# fixture share an xdist_group; conftest orders them (README, Development).
+# starts, Slurm's polling, SSH), which the other worker fills; conftest orders them
+# (README, Development). The full suite goes a file at a time, so a module's fixtures
+# (the Slurm cluster) exist once; the fast tier a test at a time. (xdist_group does not
+# work with pytest 9.2: xdist 3.8 renames items through an attribute pytest no longer reads.)
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder
 
 # Everything, as CI runs it: the linters, then every test (end-to-end builds included).
 test: lint
-	$(PYTEST)
+	$(PYTEST) --dist loadfile
 
 # The library code of every stage, in process where it can be, on small real data
 # (README, Development): minutes, not the full suite's time.
 test-fast: setup
-	$(PYTEST) -m "not slow"
+	$(PYTEST) --dist load -m "not slow"
 
 # PROFILE=slurm: every job through Slurm (workflow/profiles/slurm; README, "On a cluster").
 run: setup

@@ -159,10 +159,10 @@ BUILDS = {"built", "stage_build"}
 def pytest_collection_modifyitems(items):
     """`slow` marks the end-to-end builds (`make test-fast` leaves them out).
 
-    The order is the one `make test`'s two workers take tests in (pytest-xdist, by test
-    or by xdist_group): the first test that needs the shared build (its worker builds
-    it), then every test that needs none (the other worker runs them meanwhile), then
-    the rest."""
+    The order is the one `make test`'s two workers take tests (or files) in
+    (pytest-xdist): the first test that needs the shared build (its worker builds it),
+    then every test that needs none (the other worker runs them meanwhile), then the
+    rest."""
     def needs_build(item) -> bool:
         return "built" in getattr(item, "fixturenames", ())
 

@@ -16,9 +16,6 @@ from conftest import BIN, copy_project, edit_yaml, env, rules_run, run
 from servers.slurm import SlurmCluster
 from test_pipeline import dvc_outputs
 
-# One worker runs the module (make test): one Slurm cluster a machine (its config is linked from /etc/slurm).
-pytestmark = pytest.mark.xdist_group("slurm")
-
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):

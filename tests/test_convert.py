@@ -18,9 +18,6 @@ from facepipe.formats import model_folder
 from facepipe.input_pipeline import center_faces
 from facepipe.settings import section
 
-# One worker runs the module (make test): one model call for the module.
-pytestmark = pytest.mark.xdist_group("swapped_faces")
-
 # Every mask and colour method params.yaml accepts (its schema) is tested.
 CHOICES = yaml.safe_load((ROOT / "src/facepipe/schemas/params.schema.yaml").read_text())["properties"]["convert"][
     "properties"]

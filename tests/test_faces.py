@@ -76,8 +76,6 @@ def singer_photo(two_faces, work):
 LENIENT = {"filter": {"min_score": 0.9, "min_size": 16, "min_sharpness": 0, "max_yaw": 90, "min_difference": 0}}
 
 
-# One worker runs the tests of two_faces_360p's detection (make test): it is extracted once.
-@pytest.mark.xdist_group("two_faces")
 def test_every_face_of_every_frame_has_a_stable_track(two_faces):
     result = alignments(two_faces)
     assert result["version"] == 2 and result["frame_count"] == 300
@@ -98,7 +96,6 @@ def test_every_face_of_every_frame_has_a_stable_track(two_faces):
     assert tracks[singer.pop()]["faces"] == tracks[pianist.pop()]["faces"] == 45
 
 
-@pytest.mark.xdist_group("two_faces")
 @pytest.mark.parametrize("params", [None, LENIENT], ids=["default", "lenient-quality"])
 def test_a_reference_photo_keeps_only_that_person(two_faces, singer_photo, work, params):
     out = work / f"singer-{params is None}"

@@ -24,9 +24,6 @@ from facepipe.input_pipeline import center_faces
 from facepipe.media import audio_duration, probe, read_frames, read_image
 from facepipe.settings import section
 
-# One worker runs the module (make test): one in-process build for the module.
-pytestmark = pytest.mark.xdist_group("small_build")
-
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 CHOICES = yaml.safe_load((ROOT / "src/facepipe/schemas/params.schema.yaml").read_text())["properties"]["convert"][
     "properties"]
