@@ -51,7 +51,6 @@ def test_training_resumes_where_it_stopped_and_ends_bit_identical(built, tmp_pat
     filled (cli.use_compile_cache), and a cached program gives a fresh compile's bytes."""
     cache = tmp_path / "compile-cache"
     cached = {**env(), "FACEPIPE_COMPILE_CACHE": str(cache)}
-    cached.pop("JAX_COMPILATION_CACHE_DIR", None)
     run(_train(built, tmp_path, "straight", 60), tmp_path)
 
     run(_train(built, tmp_path, "grow", 30), tmp_path, environment=cached)

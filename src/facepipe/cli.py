@@ -234,14 +234,18 @@ def use_compile_cache() -> None:
     so the next run of a stage (a resumed training, the next swap) starts without
     compiling again: a tiny 10-step training took 25 s cold and 8 s warm here. The same
     program gives the same bytes from the cache or compiled anew. FACEPIPE_COMPILE_CACHE
-    names the folder (default ~/.cache/facepipe/jax), or `off`; JAX's own
-    JAX_COMPILATION_CACHE_DIR wins over both."""
-    folder = os.environ.get("FACEPIPE_COMPILE_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facepipe" / "jax")
+    names the folder, or `off`; unset, JAX's own JAX_COMPILATION_CACHE_DIR, else
+    ~/.cache/facepipe/jax."""
+    # JAX reads these variables when it is imported, which no stage has done yet.
+    folder = os.environ.get("FACEPIPE_COMPILE_CACHE")
     if folder == "off":
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
         return
-    # JAX reads these when it is imported, which no stage has done yet.
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", folder)
+    if folder:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    else:
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facepipe" / "jax"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # every program: many small ones add up
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     # A size bound turns on JAX's least-recently-used eviction and, with it, the file lock
