@@ -92,23 +92,34 @@ def pair_config() -> dict:
     }
 
 
+def made_once(tmp_path_factory, worker_id: str, name: str, make) -> Path:
+    """The folder `name`, filled by `make(folder)` once per session and shared by the
+    pytest-xdist workers (`make test` runs two): the first to ask makes it, the others
+    wait for it; after a failure (its error is in that worker's test) the next one tries
+    again. Tests copy what they change."""
+    # Workers' temporary folders are inside the session's.
+    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    folder, made = root / name, root / f"{name}.made"
+    with FileLock(root / f"{name}.lock"):
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def built(media, tmp_path_factory, worker_id) -> Path:
-    """woman_a <-> woman_b built end to end by `snakemake`, versioned by DVC: once per
-    session, shared by the pytest-xdist workers (`make test` runs two). Tests copy it
-    before they change anything."""
-    # Workers' temporary folders are inside the session's: the first to get here builds.
-    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    project = root / "built" / "project"
-    with FileLock(root / "built.lock"):
-        if not (project / "results/swaps/wa_as_wb.mp4").is_file():
-            shutil.rmtree(project, ignore_errors=True)  # a build that failed in another worker: its error is there
-            make_project(project, pair_config())
-            run(["git", "init", "-q"], project)
-            run([str(BIN / "dvc"), "init", "-q"], project)
-            shutil.copy(ROOT / ".dvcignore", project)
-            snakemake(project)
-    return project
+    """woman_a <-> woman_b built end to end by `snakemake`, versioned by DVC."""
+    def build(folder: Path) -> None:
+        project = make_project(folder / "project", pair_config())
+        run(["git", "init", "-q"], project)
+        run([str(BIN / "dvc"), "init", "-q"], project)
+        shutil.copy(ROOT / ".dvcignore", project)
+        snakemake(project)
+
+    return made_once(tmp_path_factory, worker_id, "built", build) / "project"
 
 
 def copy_project(src: Path, dst: Path) -> Path:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, psnr
+from conftest import ROOT, made_once, psnr
 from facepipe import convert, detect, download, evaluate, frames, train
 from facepipe import filter as face_filter
 from facepipe.compositing import composite
@@ -35,32 +36,38 @@ def settings(name: str, **changes):
     return dataclasses.replace(section(PARAMS, name), **changes)
 
 
-@pytest.fixture(scope="module")
-def small_build(media, tmp_path_factory):
-    """The stages one after another, as Snakemake would chain them, on 2 s per person."""
-    root = tmp_path_factory.mktemp("stages")
-    out = {"root": root}
-    for person in PEOPLE:
-        download.run(location=str(media / f"{person}.mp4"), kind="video", source_id=person,
-                     out_dir=root / "download" / person, settings=settings("download"))
-        frames.run(download_dir=root / "download" / person, out_dir=root / "frames" / person,
-                   settings=settings("frames", fps=10, start=0, duration=2))
-        detect.run(frames_dir=root / "frames" / person, out_dir=root / "faces" / person, settings=settings("detect"))
-        out[person] = face_filter.run(faces_dirs=[root / "faces" / person], out_dir=root / "datasets" / person,
-                                      report_path=root / f"{person}.json", settings=settings("filter", holdout=0.2),
-                                      person=person)
-    out["train"] = train.run(datasets_a=[root / "datasets/woman_a"], datasets_b=[root / "datasets/woman_b"],
-                             out_dir=root / "model", checkpoint_dir=root / "checkpoints", people=PEOPLE,
-                             settings=settings("train", preset="tiny", steps=STEPS, batch_size=8, learning_rate=5e-4,
-                                               save_every=STEPS, preview_every=STEPS))
-    # The swap's clip: every frame of woman_a's first second.
-    frames.run(download_dir=root / "download/woman_a", out_dir=root / "frames/swap",
-               settings=settings("frames", fps=None, start=0, duration=1))
-    detect.run(frames_dir=root / "frames/swap", out_dir=root / "faces/swap", settings=settings("detect"))
-    out["convert"] = convert.run(frames_dir=root / "frames/swap", faces_dir=root / "faces/swap", model_dir=root / "model",
-                                 source_dataset=root / "datasets/woman_a", out=root / "swap.mp4",
-                                 report_path=root / "swap.json", settings=settings("convert"), swap_from="woman_a")
-    return out
+@pytest.fixture(scope="session")
+def small_build(media, tmp_path_factory, worker_id):
+    """The stages one after another, as Snakemake would chain them, on 2 s per person
+    (made once, for both test workers): the folder ("root") and what each run returned."""
+    def build(root: Path) -> None:
+        out = {}
+        for person in PEOPLE:
+            download.run(location=str(media / f"{person}.mp4"), kind="video", source_id=person,
+                         out_dir=root / "download" / person, settings=settings("download"))
+            frames.run(download_dir=root / "download" / person, out_dir=root / "frames" / person,
+                       settings=settings("frames", fps=10, start=0, duration=2))
+            detect.run(frames_dir=root / "frames" / person, out_dir=root / "faces" / person,
+                       settings=settings("detect"))
+            out[person] = face_filter.run(faces_dirs=[root / "faces" / person], out_dir=root / "datasets" / person,
+                                          report_path=root / f"{person}.json", settings=settings("filter", holdout=0.2),
+                                          person=person)
+        out["train"] = train.run(datasets_a=[root / "datasets/woman_a"], datasets_b=[root / "datasets/woman_b"],
+                                 out_dir=root / "model", checkpoint_dir=root / "checkpoints", people=PEOPLE,
+                                 settings=settings("train", preset="tiny", steps=STEPS, batch_size=8,
+                                                   learning_rate=5e-4, save_every=STEPS, preview_every=STEPS))
+        # The swap's clip: every frame of woman_a's first second.
+        frames.run(download_dir=root / "download/woman_a", out_dir=root / "frames/swap",
+                   settings=settings("frames", fps=None, start=0, duration=1))
+        detect.run(frames_dir=root / "frames/swap", out_dir=root / "faces/swap", settings=settings("detect"))
+        out["convert"] = convert.run(frames_dir=root / "frames/swap", faces_dir=root / "faces/swap",
+                                     model_dir=root / "model", source_dataset=root / "datasets/woman_a",
+                                     out=root / "swap.mp4", report_path=root / "swap.json",
+                                     settings=settings("convert"), swap_from="woman_a")
+        (root / "returned.json").write_text(json.dumps(out))
+
+    root = made_once(tmp_path_factory, worker_id, "stages", build)
+    return {"root": root, **json.loads((root / "returned.json").read_text())}
 
 
 def test_frames_detect_and_filter_give_one_dataset_per_person(small_build):
