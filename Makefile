@@ -57,7 +57,7 @@ EXTRAS.cpu := test
 EXTRAS.cuda := test cuda
 EXTRAS.cuda12 := test cuda12
 
-.PHONY: setup lock test test-fast run report lint dvc-yaml restore accel-changed
+.PHONY: setup lock test test-fast run report lint dvc-yaml restore live accel-changed
 
 setup: $(STAMP)
 
@@ -116,6 +116,19 @@ test-fast: setup
 # PROFILE=slurm: every job through Slurm (workflow/profiles/slurm; README, "On a cluster").
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(if $(PROFILE),--profile workflow/profiles/$(PROFILE))
+
+# A trained model on a live picture (README, Live): MODEL=results/models/<pair> AS=<person>,
+# SOURCE a camera, URL or video file (default the first camera), LIVE_ARGS its outputs
+# (default a window). The values reach facepipe through the environment, quoted, never as
+# shell text. (AS is also make's assembler: only a value from the command line counts.)
+SOURCE ?= 0
+LIVE_ARGS ?=
+live: export LIVE_MODEL := $(MODEL)
+live: export LIVE_AS := $(if $(filter command line,$(origin AS)),$(AS))
+live: export LIVE_SOURCE := $(SOURCE)
+live: setup
+	@test -n "$$LIVE_MODEL" -a -n "$$LIVE_AS" || { echo "make live: give MODEL=results/models/<pair> AS=<person>"; exit 1; }
+	$(BIN)/facepipe live --model "$$LIVE_MODEL" --as "$$LIVE_AS" "$$LIVE_SOURCE" $(LIVE_ARGS)
 
 # One self-contained page: previews, loss curves, faces kept/dropped, swaps, metrics.
 report: setup

@@ -13,10 +13,10 @@ import yaml
 from conftest import ROOT
 from facepipe import media
 from facepipe.compositing import composite
-from facepipe.convert import Swapper
 from facepipe.formats import model_folder
 from facepipe.input_pipeline import center_faces
 from facepipe.settings import section
+from facepipe.swapper import Swapper
 
 # Every mask and colour method params.yaml accepts (its schema) is tested.
 CHOICES = yaml.safe_load((ROOT / "src/facepipe/schemas/params.schema.yaml").read_text())["properties"]["convert"][

@@ -98,6 +98,39 @@ def cmd_evaluate(args):
                  out=args.out, table=args.table, strip=args.strip, settings=_settings(args, "evaluate"))
 
 
+def cmd_live(args):
+    # The model thread takes one core and the frame loop the other: XLA's own threads
+    # would take the loop's core for nothing (a 64 px original model: 40 ms a face on
+    # one thread or two, measured on 2 cores). Read when JAX starts, which is next.
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    from . import live
+
+    params = load_params(args.params)
+    figures = live.run(live.LiveOptions(
+        source=args.source, model_dir=Path(args.model), person=args.person, convert=settings.section(params, "convert"),
+        min_score=params["detect"]["min_score"], realtime=args.realtime, loop=args.loop, every_face=args.every_face,
+        source_dataset=Path(args.source_dataset) if args.source_dataset else None, detect_every=args.detect_every,
+        detect_width=args.detect_width, smooth_min_cutoff=args.smooth_min_cutoff, smooth_beta=args.smooth_beta,
+        label=not args.no_label, swap=not args.no_swap,
+        # No output named: a window, as a webcam app would open.
+        window=args.window or not (args.stream or args.serve is not None or args.virtual_camera is not None),
+        virtual_camera=args.virtual_camera, streams=tuple(args.stream), serve=args.serve, host=args.host,
+        duration=args.duration, timeout=args.timeout))
+    if args.report:
+        from .fsutil import write_json
+
+        write_json(args.report, figures)
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        return value
+    return parse
+
+
 def _snakemake_args(args) -> list[str]:
     return ["--configfile", args.configfile] if args.configfile else []
 
@@ -205,6 +238,37 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="metrics JSON")
     t.add_argument("--table", help="the metrics as an HTML table")
     t.add_argument("--strip", help="image: input frames above their swapped versions")
+
+    s = stage("live", cmd_live, "swap faces in a camera, stream or video in real time (README, Live)")
+    s.add_argument("source", help="camera (/dev/video0 or 0), stream URL (rtsp://, udp://, http://, srt://) or video file")
+    s.add_argument("--model", required=True, help="a trained pair's model folder (results/models/<pair>)")
+    s.add_argument("--as", dest="person", required=True, help="the person of the pair whose face is drawn")
+    s.add_argument("--realtime", action="store_true", help="play a video file at its own rate, as a camera would")
+    s.add_argument("--loop", action="store_true", help="play a video file over and over")
+    s.add_argument("--every-face", action="store_true",
+                   help="swap every face (default: only the pair's other person, by params.yaml convert.max_distance)")
+    s.add_argument("--source-dataset", help="dataset folder of the person to replace (default results/datasets/<them>)")
+    s.add_argument("--window", action="store_true", help="show a window (the default when no other output is named)")
+    s.add_argument("--virtual-camera", nargs="?", const="", metavar="DEVICE",
+                   help="send to a virtual camera (v4l2loopback /dev/videoN on Linux; README, Live)")
+    s.add_argument("--stream", action="append", default=[], metavar="URL_OR_FILE",
+                   help="send to udp://, srt://, rtmp://, rtsp:// or a file (.mp4, .mkv, .ts); repeatable")
+    s.add_argument("--serve", type=int, metavar="PORT", help="a preview page with a swap switch at http://HOST:PORT/")
+    s.add_argument("--host", default="127.0.0.1", help="address the preview page listens on (default 127.0.0.1)")
+    s.add_argument("--no-label", action="store_true", help="leave out the 'synthetic' mark (README, Live: why it is on)")
+    s.add_argument("--no-swap", action="store_true", help="start with the swap off (the window's key or page's switch)")
+    s.add_argument("--detect-every", type=_positive(int), default=5, metavar="N",
+                   help="run RetinaFace every N frames; faces are followed by their landmarks in between (default 5)")
+    s.add_argument("--detect-width", type=_positive(int), default=480, metavar="PX",
+                   help="width of the frame RetinaFace looks at (default 480)")
+    s.add_argument("--smooth-min-cutoff", type=_positive(float), default=1.0, metavar="HZ",
+                   help="one-euro filter: smoothing of a still face (lower: smoother; default 1.0)")
+    s.add_argument("--smooth-beta", type=float, default=5.0,
+                   help="one-euro filter: how fast smoothing gives way to motion (higher: less lag; default 5)")
+    s.add_argument("--duration", type=_positive(float), metavar="SECONDS", help="stop after this much of the source")
+    s.add_argument("--timeout", type=_positive(float), default=5.0, metavar="SECONDS",
+                   help="how long a camera or stream may take to show its first picture (default 5)")
+    s.add_argument("--report", metavar="JSON", help="write the run's figures (frames, drops, latency) to this file")
 
     s = sub.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake DAG")
     s.add_argument("--out", default="dvc.yaml")

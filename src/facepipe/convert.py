@@ -16,9 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import cv2
-import jax
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from . import identity, media, tagging
@@ -30,45 +28,10 @@ from .formats.alignments import read as read_alignments
 from .formats.frames_index import read as read_frames_index
 from .fsutil import atomic_dir
 from .input_pipeline import center_faces
-from .models import FaceSwapModel
 from .settings import ConvertSettings
+from .swapper import Swapper
 
 CHUNK_FRAMES = 16
-
-
-class Swapper:
-    """Batched encoder + target decoder over aligned faces. `submit` only queues the
-    work (JAX dispatches asynchronously), so the caller can go on decoding and
-    compositing while the model runs; `collect` waits for the result."""
-
-    def __init__(self, model: FaceSwapModel, side: str, batch_size: int):
-        self.batch_size = batch_size
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def swap(state, faces):
-            m = nnx.merge(graphdef, state)
-            return m(faces, side)
-
-        self._swap, self._state = swap, state
-
-    def submit(self, faces: np.ndarray) -> list:
-        pending = []
-        for start in range(0, len(faces), self.batch_size):
-            chunk = faces[start:start + self.batch_size]
-            padded = np.zeros((self.batch_size,) + chunk.shape[1:], np.float32)  # one shape: one compile
-            padded[:len(chunk)] = chunk
-            pending.append((self._swap(self._state, padded), len(chunk)))
-        return pending
-
-    @staticmethod
-    def collect(pending: list) -> np.ndarray:
-        return np.concatenate([np.asarray(out)[:n] for out, n in pending])
-
-    def __call__(self, faces: np.ndarray) -> np.ndarray:
-        if not len(faces):
-            return np.zeros((0,) + faces.shape[1:], np.float32)
-        return self.collect(self.submit(faces))
 
 
 def check_model_fits(info: dict, alignments: dict, model_dir: Path, faces_dir: Path) -> None:
