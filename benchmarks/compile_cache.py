@@ -26,6 +26,7 @@ import yaml
 from facepipe import config, detect, download, frames
 from facepipe import filter as face_filter
 from facepipe.settings import section
+from figures import median_and_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PEOPLE = ("woman_a", "woman_b")
@@ -86,8 +87,7 @@ def main() -> None:
             for repeat in range(args.repeats):
                 cold.append(timed(work / f"cache-{preset}-cold-{repeat}"))
                 warm.append(timed(warm_cache))
-            result[preset] = {"cold_s": round(statistics.median(cold), 2), "warm_s": round(statistics.median(warm), 2),
-                              "cold_s_runs": [round(v, 2) for v in cold], "warm_s_runs": [round(v, 2) for v in warm],
+            result[preset] = {**median_and_runs("cold_s", cold, 2), **median_and_runs("warm_s", warm, 2),
                               "same_weights": all(w == weights[0] for w in weights)}
             result[f"{preset}_warm_over_cold_ratio"] = round(statistics.median(warm) / statistics.median(cold), 3)
             print(f"{preset}: {result[preset]}", file=sys.stderr)

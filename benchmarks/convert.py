@@ -37,6 +37,8 @@ from facepipe.formats import model_folder
 from facepipe.input_pipeline import center_faces
 from facepipe.models import FaceSwapModel, ModelSettings
 from facepipe.settings import ConvertSettings, TrainSettings, section
+from facepipe.swapper import Swapper
+from figures import median_and_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("woman_scene_720p.mp4", "two_faces_360p.mp4")
@@ -71,7 +73,7 @@ def model_inputs(frames_dir: Path, faces_dir: Path, info: dict) -> np.ndarray:
     return center_faces(np.stack(crops), info["model"]["resolution"], info["coverage"])
 
 
-def model_alone(swapper: convert.Swapper, faces: np.ndarray) -> float:
+def model_alone(swapper: Swapper, faces: np.ndarray) -> float:
     start = time.perf_counter()
     swapper(faces)
     return len(faces) / (time.perf_counter() - start)
@@ -98,7 +100,7 @@ def main() -> None:
         work = Path(tmp)
         (work / "model").mkdir()
         model, info = make_model(work / "model", section(PARAMS, "train"))
-        swapper = convert.Swapper(model, "b", settings.batch_size)
+        swapper = Swapper(model, "b", settings.batch_size)
         for clip in CLIPS:
             frames_dir, faces_dir = prepare(args.media / clip, work)
             faces = model_inputs(frames_dir, faces_dir, info)
@@ -111,11 +113,8 @@ def main() -> None:
                 full.append(end_to_end(frames_dir, faces_dir, work / "model", out, settings))
             name = Path(clip).stem
             frame_count = json.loads((frames_dir / "frames.json").read_text())["count"]
-            result[name] = {"frames": frame_count, "faces": len(faces),
-                            "end_to_end_fps": round(statistics.median(full), 1),
-                            "model_alone_faces_per_s": round(statistics.median(alone), 1),
-                            "end_to_end_fps_runs": [round(v, 1) for v in full],
-                            "model_alone_faces_per_s_runs": [round(v, 1) for v in alone]}
+            result[name] = {"frames": frame_count, "faces": len(faces), **median_and_runs("end_to_end_fps", full, 1),
+                            **median_and_runs("model_alone_faces_per_s", alone, 1)}
             result[f"{name}_end_to_end_vs_model_ratio"] = round(statistics.median(full) / statistics.median(alone), 3)
             print(f"{name}: {result[name]}", file=sys.stderr)
     print(json.dumps(result))

@@ -132,15 +132,11 @@ def _identity(options: LiveOptions, replaced: str) -> np.ndarray | None:
 
 
 def _outputs(options: LiveOptions, source: Source, control: Control, stack: contextlib.ExitStack) -> list:
-    from .outputs.preview import Preview
+    """The outputs that need the source's size, rate and sound (the preview page is made
+    earlier: a port in use is known before the slow parts)."""
     from .outputs.stream import Stream
 
     outputs = []
-    if options.serve is not None:
-        preview = Preview(options.serve, options.host, control)
-        stack.callback(preview.close)
-        print(f"live: preview at {preview.url}", flush=True)
-        outputs.append(preview)
     for target in options.streams:
         stream = Stream(target, source.width, source.height, source.fps, audio=source.has_audio,
                         tags=tagging.SYNTHETIC_TAGS if options.label else {}, audio_offset=source.audio_offset)
@@ -171,10 +167,12 @@ def run(options: LiveOptions) -> dict:
     person_embedding = _identity(options, replaced)
     control = Control(options.swap)
     with contextlib.ExitStack() as stack:
+        previews = []
         if options.serve is not None:  # a port in use is known before the slow parts
             from .outputs.preview import Preview
 
-            Preview(options.serve, options.host, control).close()
+            previews.append(stack.enter_context(contextlib.closing(Preview(options.serve, options.host, control))))
+            print(f"live: preview at {previews[0].url}", flush=True)
         model, info = model_folder.load(options.model_dir, "live")
         swappers: dict[int, Swapper] = {}
 
@@ -189,7 +187,7 @@ def run(options: LiveOptions) -> dict:
             swapper_for(count)(np.zeros((count, resolution, resolution, 3), np.float32))
         source = Source(options.source, realtime=options.realtime, loop=options.loop, timeout=options.timeout)
         stack.callback(source.close)
-        outputs = _outputs(options, source, control, stack)
+        outputs = previews + _outputs(options, source, control, stack)
         follower = Follower(min_score=options.min_score, crop_size=crop_size, detect_every=options.detect_every,
                             detect_width=options.detect_width, min_cutoff=options.smooth_min_cutoff,
                             beta=options.smooth_beta)
@@ -213,13 +211,14 @@ def run(options: LiveOptions) -> dict:
             picture, ages = frame.rgb, []
             found = follower(picture, frame.index, frame.index / fps)
             if control.swap:
-                faces = [(face, cut_face(picture, face.as_record(), crop_size)) for face in found]
+                faces = [(face, record, cut_face(picture, record, crop_size))
+                         for face in found for record in [face.as_record()]]
                 drawer.offer([(face.track, crop, transform_points(face.landmarks, face.matrix))
-                              for face, crop in faces], frame.captured)
-                for face, crop in faces:
+                              for face, _, crop in faces], frame.captured)
+                for face, record, crop in faces:
                     drawn = drawer.latest(face.track)
                     if drawn is not None:
-                        composite(picture, face.as_record(), drawn[0], crop_size, coverage, options.convert, crop)
+                        composite(picture, record, drawn[0], crop_size, coverage, options.convert, crop)
                         ages.append(frame.captured - drawn[1])
                 drawer.forget({face.track for face in found})
             else:

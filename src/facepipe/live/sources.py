@@ -119,8 +119,7 @@ class Source:
         video = re.search(r"Video: rawvideo.*?, (\d+)x(\d+)[, \[]", output)
         if not video:
             self.close()
-            errors = [m for m in self.messages if m and not m.startswith(" ")]
-            reason = errors[-1] if errors else "no video stream"
+            reason = self._last_error() or "no video stream"
             raise FacepipeError(f"{location}: ffmpeg could not read it ({reason}); check the camera, address or file")
         line = output[video.start(): output.find("\n", video.start())]
         rate = re.search(r"([\d.]+k?) fps", line) or re.search(r"([\d.]+k?) tbr", line)
@@ -200,8 +199,11 @@ class Source:
         code = self.proc.wait()
         if code == 0:
             return None
-        errors = [m for m in self.messages if m and not m.startswith(" ")]
-        return errors[-1] if errors else f"ffmpeg exited with {code}"
+        return self._last_error() or f"ffmpeg exited with {code}"
+
+    def _last_error(self) -> str | None:
+        """ffmpeg's last message that is not part of its stream listing."""
+        return next((m for m in reversed(self.messages) if m and not m.startswith(" ")), None)
 
     def close(self) -> None:
         if self.proc.poll() is None:

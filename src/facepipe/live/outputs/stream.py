@@ -36,6 +36,11 @@ AUDIO_NEED = 0.1  # seconds of audio ffmpeg needs ahead of the picture to go on 
 QUEUE = 15
 
 
+def audio_bytes(seconds: float) -> int:
+    """Bytes of the PCM pipe's audio in `seconds`, whole sample frames."""
+    return int(seconds * AUDIO_BYTES_PER_SECOND) // AUDIO_FRAME * AUDIO_FRAME
+
+
 class Stream:
     def __init__(self, target: str, width: int, height: int, fps: Fraction, *, audio: bool, tags: dict,
                  audio_offset: float = 0.0):
@@ -83,7 +88,6 @@ class Stream:
             self.audio_pipe = os.fdopen(audio_write, "wb", buffering=0)
         self.error: str | None = None
         self.frames: queue.Queue = queue.Queue(maxsize=QUEUE)
-        self.dropped = 0
         self._audio_data = bytearray()  # the source's audio not yet written, from _audio_start bytes
         self._audio_start = 0
         self._audio_done = False  # the source's audio has ended
@@ -115,8 +119,8 @@ class Stream:
             raise FacepipeError(f"--stream {self.target}: ffmpeg stopped ({self.error})")
         try:
             self.frames.put_nowait((index, frame))
-        except queue.Full:
-            self.dropped += 1
+        except queue.Full:  # the encoder is behind: the frame before fills this one's place
+            pass
 
     def _write_video(self) -> None:
         written, previous = 0, None
@@ -141,7 +145,7 @@ class Stream:
 
     def _audio_position(self, frame: int) -> int:
         """Bytes of the source's audio up to the start of source frame `frame`."""
-        return max(0, int((frame / self.fps + self.audio_offset) * AUDIO_BYTES_PER_SECOND)) // AUDIO_FRAME * AUDIO_FRAME
+        return audio_bytes(max(0.0, frame / self.fps + self.audio_offset))
 
     def _write_audio(self) -> None:
         """The source's audio from the first frame's time on, as it comes: its place in
@@ -151,12 +155,11 @@ class Stream:
         audio the source has not given once the picture has passed it (a gap, a track
         shorter than the picture) goes as silence, after a wait for it: else both
         would stall."""
-        need = int(AUDIO_NEED * AUDIO_BYTES_PER_SECOND) // AUDIO_FRAME * AUDIO_FRAME
+        need = audio_bytes(AUDIO_NEED)
         written = None  # source position written up to
         try:
             if self.audio_offset < 0:  # the sound starts after the picture
-                self.audio_pipe.write(bytes(int(-self.audio_offset * AUDIO_BYTES_PER_SECOND) // AUDIO_FRAME
-                                            * AUDIO_FRAME))
+                self.audio_pipe.write(bytes(audio_bytes(-self.audio_offset)))
             while True:
                 with self._audio_lock:
                     while not self._ended and (self._first is None or written is not None and written >= max(
