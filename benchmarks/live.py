@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import jax
 from flax import nnx
 
 from facepipe import config
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a trained model folder (default: an untrained original model)")
     parser.add_argument("--preset", default="original", help="preset of the untrained model (default original)")
     args = parser.parse_args()
-    results = {"cpu": cpu_model(), "cores": os.cpu_count()}
+    results = {"cpu": cpu_model(), "cores": os.cpu_count(), "jax_device": jax.devices()[0].device_kind}
     with tempfile.TemporaryDirectory(prefix="facepipe-live-bench-") as tmp:
         work = Path(tmp)
         model = args.model or untrained_model(work / "model", args.preset)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -109,6 +110,42 @@ def test_udp_stream_is_read_back_with_size_rate_and_sound(built, media, tmp_path
     info = probe(received)
     assert (info.width, info.height, info.fps) == (480, 480, 30)
     assert info.has_audio
+
+
+def stream_starts(path: Path) -> dict[str, float]:
+    """Where each of a file's video and audio streams starts (seconds), as ffmpeg reads it."""
+    text = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+    return {kind: float(m.group(1)) for kind in ("Video", "Audio")
+            if (m := re.search(rf"Stream #0:\d+.*: {kind}: .*, start (-?[\d.]+)", text))}
+
+
+def mono_8k(path: Path) -> np.ndarray:
+    pcm = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", "8000",
+                          "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(pcm, np.int16).astype(np.float64)
+
+
+def test_sound_stays_with_the_picture_when_the_picture_starts_after_it(built, media, tmp_path):
+    """two_faces_360p.mp4's picture starts 0.84 s after its sound: the recording has
+    the source's own frames (none made up to fill that gap) and the sound that went
+    with each of them, within a frame."""
+    clip = media / "two_faces_360p.mp4"
+    starts = stream_starts(clip)
+    assert starts["Video"] - starts["Audio"] > 0.5  # the case under test
+    live(built, str(clip), "--every-face", "--no-swap", "--no-label", "--duration", "4",
+         "--stream", str(tmp_path / "out.mkv"))
+    recorded = frames_of(tmp_path / "out.mkv")
+    raw = subprocess.run([FFMPEG, "-v", "error", "-i", str(clip), "-map", "0:v:0", "-fps_mode", "passthrough",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    source = np.frombuffer(raw, np.uint8).reshape(-1, *recorded.shape[1:])  # as decoded, no frames made up
+    assert len(recorded) == round(4 * 29.97)
+    assert psnr(recorded[60], source[60]) > 35  # frame for frame: no copies at the start
+    sound, source_sound = mono_8k(tmp_path / "out.mkv"), mono_8k(clip)
+    heard = sound[8000:3 * 8000]  # the recording's seconds 1 to 3
+    scores = [heard @ source_sound[k:k + len(heard)] / (np.linalg.norm(source_sound[k:k + len(heard)]) + 1e-9)
+              for k in range(0, len(source_sound) - len(heard), 8)]
+    found = int(np.argmax(scores)) * 8 / 8000 - 1.0  # where in the source's sound the recording's sound is
+    assert abs(found - (starts["Video"] - starts["Audio"])) < 1 / 29.97, found
 
 
 def chromium() -> str:

@@ -34,8 +34,9 @@ from .sources import Source
 
 # Latency and rate are reported over this many recent frames.
 WINDOW = 90
-# Faces in one model call compiled at the start (more are compiled when first seen).
-WARM_BATCHES = (1, 2)
+# Faces in one model call, each compiled before the first frame (compiling one while
+# live would stall the frame loop for a second); more faces go in several calls.
+BATCH_SIZES = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -174,26 +175,21 @@ def run(options: LiveOptions) -> dict:
             previews.append(stack.enter_context(contextlib.closing(Preview(options.serve, options.host, control))))
             print(f"live: preview at {previews[0].url}", flush=True)
         model, info = model_folder.load(options.model_dir, "live")
-        swappers: dict[int, Swapper] = {}
-
-        def swapper_for(count: int) -> Swapper:
-            size = 1 << (count - 1).bit_length()  # 1, 2, 4, ...: few shapes to compile
-            if size not in swappers:
-                swappers[size] = Swapper(model, side, size)
-            return swappers[size]
-
         resolution, coverage, crop_size = info["model"]["resolution"], info["coverage"], info["crop_size"]
-        for count in WARM_BATCHES:  # compiled before the first frame: tracing a batch size stalls the frame loop
-            swapper_for(count)(np.zeros((count, resolution, resolution, 3), np.float32))
-        source = Source(options.source, realtime=options.realtime, loop=options.loop, timeout=options.timeout)
-        stack.callback(source.close)
-        outputs = previews + _outputs(options, source, control, stack)
+        swappers = {size: Swapper(model, side, size) for size in BATCH_SIZES}
+        for size, swapper in swappers.items():
+            swapper(np.zeros((size, resolution, resolution, 3), np.float32))
         follower = Follower(min_score=options.min_score, crop_size=crop_size, detect_every=options.detect_every,
                             detect_width=options.detect_width, min_cutoff=options.smooth_min_cutoff,
                             beta=options.smooth_beta)
-        drawer = Drawer(swapper_for, resolution=resolution, coverage=coverage, person_embedding=person_embedding,
+        drawer = Drawer(swappers, resolution=resolution, coverage=coverage, person_embedding=person_embedding,
                         max_distance=options.convert.max_distance, identity_interval=options.convert.identity_interval)
         stack.callback(drawer.stop)
+        # The source opens last: a live source's frames arrive from then on, and a frame
+        # spent loading weights is a frame dropped.
+        source = Source(options.source, realtime=options.realtime, loop=options.loop, timeout=options.timeout)
+        stack.callback(source.close)
+        outputs = previews + _outputs(options, source, control, stack)
         stats = Stats()
         fps = float(source.fps)
         last_frame = None if options.duration is None else round(options.duration * fps)

@@ -24,9 +24,10 @@ MODEL_NICENESS = 5
 
 
 class Drawer:
-    def __init__(self, swapper_for, *, resolution: int, coverage: float, person_embedding: np.ndarray | None,
+    def __init__(self, swappers: dict, *, resolution: int, coverage: float, person_embedding: np.ndarray | None,
                  max_distance: float | None, identity_interval: float):
-        self.swapper_for = swapper_for  # faces in one call -> a Swapper of that batch size
+        self.swappers = swappers  # faces in one call -> a Swapper compiled for that many
+        self.batch = max(swappers)
         self.resolution, self.coverage = resolution, coverage
         self.person_embedding, self.max_distance = person_embedding, max_distance
         self.identity_interval = identity_interval
@@ -77,11 +78,12 @@ class Drawer:
                 jobs = [job for job in jobs if self.wanted(job[0])]
                 if not jobs:
                     continue
-                crops = np.stack([crop for _, crop, _ in jobs])
-                new = self.swapper_for(len(jobs))(center_faces(crops, self.resolution, self.coverage))
-                for (track, _, _), face in zip(jobs, new):
-                    self.drawn[track] = (face, captured)
-                self.faces_drawn += len(jobs)
+                for start in range(0, len(jobs), self.batch):
+                    batch = jobs[start:start + self.batch]
+                    crops = center_faces(np.stack([crop for _, crop, _ in batch]), self.resolution, self.coverage)
+                    for (track, _, _), face in zip(batch, self.swappers[len(batch)](crops)):
+                        self.drawn[track] = (face, captured)
+                    self.faces_drawn += len(batch)
         except BaseException as exc:  # the frame loop reports it
             self.error = exc
 

@@ -84,6 +84,7 @@ class Follower:
     def __init__(self, *, min_score: float, crop_size: int, detect_every: int, detect_width: int,
                  min_cutoff: float, beta: float):
         self.detector = faces.Detector(min_score)
+        faces.shape_predictor()  # 100 MB of weights, half a second: loaded now, not on the first frame
         self.crop_size = crop_size
         self.detect_every = detect_every
         self.detect_width = detect_width

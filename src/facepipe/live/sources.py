@@ -35,7 +35,7 @@ class Frame:
     rgb: np.ndarray
 
 
-def input_args(location: str, realtime: bool, loop: bool) -> tuple[list[str], str, bool]:
+def input_args(location: str, loop: bool) -> tuple[list[str], str, bool]:
     """ffmpeg's input options, the input name and whether it is a file, for a source as
     the user gave it: a camera (/dev/videoN, or N), a URL, or a video file; a missing
     camera or file is one line before anything starts."""
@@ -52,9 +52,7 @@ def input_args(location: str, realtime: bool, loop: bool) -> tuple[list[str], st
         return ["-rw_timeout", "5000000"], location, False
     if not Path(location).is_file():
         raise FacepipeError(f"{location}: no such video file, camera (/dev/videoN) or URL (scheme://...)")
-    # -re as a camera: at the file's rate from the first frame (ffmpeg would start with a burst).
-    pace = ["-re", "-readrate_initial_burst", "0"] if realtime else []
-    return pace + (["-stream_loop", "-1"] if loop else []), location, True
+    return ["-stream_loop", "-1"] if loop else [], location, True
 
 
 class Source:
@@ -62,11 +60,16 @@ class Source:
     mode) or the next one (every frame), None at the end."""
 
     def __init__(self, location: str, *, realtime: bool = False, loop: bool = False, timeout: float = 5.0):
-        args, self.location, is_file = input_args(location, realtime, loop)
+        args, self.location, is_file = input_args(location, loop)
         self.drop = realtime or not is_file
+        # A file played as a camera: frame i comes at i / fps from the first, paced here
+        # (ffmpeg's -re gave some files' first dozen frames at once).
+        self.paced = realtime and is_file
         audio_read, audio_write = os.pipe()
         command = [FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args, "-i", self.location,
-                   "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+                   # The frames as decoded: at a constant rate ffmpeg would make up copies
+                   # (all at once) where the picture starts after the sound or has gaps.
+                   "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
                    "-map", "0:a:0?", "-f", "s16le", "-ac", str(AUDIO_CHANNELS), "-ar", str(AUDIO_RATE),
                    f"pipe:{audio_write}"]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(audio_write,))
@@ -133,10 +136,14 @@ class Source:
         return int(video.group(1)), int(video.group(2)), parse_fps(rate.group(1)) if rate else Fraction(30), has_audio
 
     def _read_frames(self) -> None:
+        start = None
         while True:
             frame = np.empty((self.height, self.width, 3), np.uint8)
             if self.proc.stdout.readinto(memoryview(frame).cast("B")) < self.frame_bytes:
                 break
+            if self.paced:
+                start = time.monotonic() if start is None else start
+                time.sleep(max(0.0, start + self.read / float(self.fps) - time.monotonic()))
             item = Frame(self.read, time.monotonic(), frame)
             self.read += 1
             with self._lock:
