@@ -174,6 +174,12 @@ def run(options: LiveOptions) -> dict:
 
             previews.append(stack.enter_context(contextlib.closing(Preview(options.serve, options.host, control))))
             print(f"live: preview at {previews[0].url}", flush=True)
+        # The source opens before the slow parts, so a bad address is known at once; a
+        # file's clock starts with the first frame taken, a live source's frames before
+        # it are dropped.
+        source = Source(options.source, realtime=options.realtime, loop=options.loop, timeout=options.timeout)
+        stack.callback(source.close)
+        outputs = previews + _outputs(options, source, control, stack)
         model, info = model_folder.load(options.model_dir, "live")
         resolution, coverage, crop_size = info["model"]["resolution"], info["coverage"], info["crop_size"]
         swappers = {size: Swapper(model, side, size) for size in BATCH_SIZES}
@@ -185,11 +191,6 @@ def run(options: LiveOptions) -> dict:
         drawer = Drawer(swappers, resolution=resolution, coverage=coverage, person_embedding=person_embedding,
                         max_distance=options.convert.max_distance, identity_interval=options.convert.identity_interval)
         stack.callback(drawer.stop)
-        # The source opens last: a live source's frames arrive from then on, and a frame
-        # spent loading weights is a frame dropped.
-        source = Source(options.source, realtime=options.realtime, loop=options.loop, timeout=options.timeout)
-        stack.callback(source.close)
-        outputs = previews + _outputs(options, source, control, stack)
         stats = Stats()
         fps = float(source.fps)
         last_frame = None if options.duration is None else round(options.duration * fps)

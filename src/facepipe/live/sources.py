@@ -62,9 +62,10 @@ class Source:
     def __init__(self, location: str, *, realtime: bool = False, loop: bool = False, timeout: float = 5.0):
         args, self.location, is_file = input_args(location, loop)
         self.drop = realtime or not is_file
-        # A file played as a camera: frame i comes at i / fps from the first, paced here
-        # (ffmpeg's -re gave some files' first dozen frames at once).
+        # A file played as a camera: frame i comes at i / fps after the first was taken,
+        # paced here (ffmpeg's -re gave some files' first dozen frames at once).
         self.paced = realtime and is_file
+        self._taken = threading.Event()
         audio_read, audio_write = os.pipe()
         command = [FFMPEG, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args, "-i", self.location,
                    # The frames as decoded: at a constant rate ffmpeg would make up copies
@@ -142,7 +143,9 @@ class Source:
             if self.proc.stdout.readinto(memoryview(frame).cast("B")) < self.frame_bytes:
                 break
             if self.paced:
-                start = time.monotonic() if start is None else start
+                if start is None:
+                    self._taken.wait()
+                    start = time.monotonic()
                 time.sleep(max(0.0, start + self.read / float(self.fps) - time.monotonic()))
             item = Frame(self.read, time.monotonic(), frame)
             self.read += 1
@@ -190,6 +193,7 @@ class Source:
                 self._queue.popleft()
 
     def next(self) -> Frame | None:
+        self._taken.set()
         with self._lock:
             while True:
                 self._forget_old()
@@ -213,6 +217,7 @@ class Source:
         return next((m for m in reversed(self.messages) if m and not m.startswith(" ")), None)
 
     def close(self) -> None:
+        self._taken.set()  # a reader waiting for the first frame to be taken ends
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
