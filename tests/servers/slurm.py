@@ -10,6 +10,7 @@ Accounting is off (no slurmdbd): Snakemake's Slurm executor asks squeue for job 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -55,6 +56,11 @@ class SlurmCluster:
     def _write_config(self) -> None:
         node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
         node = " ".join(part for part in node.split() if not part.startswith("UpTime="))
+        # Twice the machine's cores, one a socket's core (slurmd takes the configured
+        # node as it is: config_overrides), so two builds' jobs can run side by side.
+        cores = 2 * int(re.search(r"CPUs=(\d+)", node).group(1))
+        node = re.sub(r"CPUs=\d+ Boards=\d+ SocketsPerBoard=\d+ CoresPerSocket=\d+ ThreadsPerCore=\d+",
+                      f"CPUs={cores} Boards=1 SocketsPerBoard=1 CoresPerSocket={cores} ThreadsPerCore=1", node)
         host = node.split()[0].removeprefix("NodeName=")
         folder = self.folder
         for sub in ("state", "spool"):
@@ -79,6 +85,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
+SlurmdParameters=config_overrides
 MinJobAge=600
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
