@@ -2,7 +2,12 @@
 # Run `snakemake --cores N` (config/config.yaml) or add `--configfile my.yaml`.
 # Stage settings live in params.yaml; rules live in workflow/rules/.
 
+import sys
+
 from snakemake.utils import min_version
+
+from facepipe.config import check_config_file
+from facepipe.errors import FacepipeError
 
 min_version("9.0")
 
@@ -10,6 +15,10 @@ min_version("9.0")
 # The default config only when none is given: Snakemake would merge the two, adding the
 # default's people and swaps to the user's.
 if not workflow.config_settings.configfiles:
+    try:
+        check_config_file("config/config.yaml")
+    except FacepipeError as exc:
+        sys.exit(f"facepipe: error: {exc}")
 
     configfile: "config/config.yaml"
 

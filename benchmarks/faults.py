@@ -211,38 +211,54 @@ class Outcome:
     injected: bool
     line: str
     seconds: float
+    built: bool | None = None  # an accepted config's footage extracted (the full campaign)
 
 
-def dry_run(project: Path, mutation: Mutation, canary: Path) -> Outcome:
-    """Snakemake's dry run of the whole build with the mutated file in place."""
+def snakemake(project: Path, *args: str) -> tuple[int | None, str]:
+    try:
+        proc = subprocess.run([str(BIN / "snakemake"), "--cores", "1", *args], cwd=project, capture_output=True,
+                              text=True, errors="replace", timeout=DRY_RUN_LIMIT)
+        return proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired:
+        return None, ""
+
+
+def judge(code: int | None, output: str, file: str) -> tuple[str, str]:
+    errors = [line for line in output.splitlines() if "error:" in line.lower()]
+    if code is None:
+        return "hung", ""
+    if "Traceback (most recent call last)" in output:
+        return "traceback", output[-1500:]
+    if code == 0:
+        return "accepted", ""
+    if len(errors) == 1 and file in errors[0]:
+        return "refused", errors[0]
+    return "unclear", output[-1500:]
+
+
+def try_mutation(project: Path, mutation: Mutation, canary: Path, build: bool) -> Outcome:
+    """Snakemake's dry run of the whole build with the mutated file in place; with
+    `build`, an accepted config's footage is then downloaded and extracted for real
+    (what a config controls: sources, names, swap ranges), and any error there must be
+    one line too."""
+    shutil.rmtree(project / "results", ignore_errors=True)
     shutil.copy(ROOT / PARAMS, project / PARAMS)
     (project / CONFIG).write_text(yaml.safe_dump(base_config(), sort_keys=False))
     (project / mutation.file).write_bytes(mutation.text.encode("utf-8", errors="surrogateescape"))
     canary.unlink(missing_ok=True)
     started = time.monotonic()
-    try:
-        proc = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1"], cwd=project, capture_output=True,
-                              text=True, errors="replace", timeout=DRY_RUN_LIMIT)
-        output, code = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired:
-        output, code = "", None
-    seconds = time.monotonic() - started
+    verdict, line = judge(*snakemake(project, "-n"), mutation.file)
+    built = None
+    if build and verdict == "accepted" and mutation.file == CONFIG:
+        code, output = snakemake(project, "--until", "frames")
+        built = code == 0
+        if not built:
+            verdict, line = judge(code, output, "")
     injected = canary.exists() or (project / canary.name).exists()
-    errors = [line for line in output.splitlines() if "error:" in line.lower()]
-    if code is None:
-        verdict, line = "hung", ""
-    elif "Traceback (most recent call last)" in output:
-        verdict, line = "traceback", output[-1500:]
-    elif code == 0:
-        verdict, line = "accepted", ""
-    elif len(errors) == 1 and mutation.file in errors[0]:
-        verdict, line = "refused", errors[0]
-    else:
-        verdict, line = "unclear", output[-1500:]
-    return Outcome(mutation, verdict, injected, line, seconds)
+    return Outcome(mutation, verdict, injected, line, time.monotonic() - started, built)
 
 
-def fuzz(work: Path, media: Path, count: int, seed: int, workers: int) -> dict:
+def fuzz(work: Path, media: Path, count: int, seed: int, workers: int, build: bool) -> dict:
     rng = random.Random(seed)
     canaries = [work / f"canary-{i}" for i in range(workers)]
     projects = [make_project(work / f"fuzz-{i}", media) for i in range(workers)]
@@ -250,7 +266,7 @@ def fuzz(work: Path, media: Path, count: int, seed: int, workers: int) -> dict:
     outcomes: list[Outcome] = []
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         def job(slot: int) -> list[Outcome]:
-            return [dry_run(projects[slot], m, canaries[slot]) for m in mutations[slot::workers]]
+            return [try_mutation(projects[slot], m, canaries[slot], build) for m in mutations[slot::workers]]
 
         for results in pool.map(job, range(workers)):
             outcomes += results
@@ -259,7 +275,8 @@ def fuzz(work: Path, media: Path, count: int, seed: int, workers: int) -> dict:
     for outcome in problems[:20]:
         print(f"fuzz {outcome.verdict}{' INJECTED' if outcome.injected else ''}: {outcome.mutation.kind} "
               f"{outcome.mutation.file} {outcome.mutation.key[:80]!r}\n{outcome.line}\n", file=sys.stderr)
-    return {"mutations": len(outcomes), "accepted": verdicts["accepted"], "refused_one_line": verdicts["refused"],
+    return {"mutations": len(outcomes), "accepted": verdicts["accepted"],
+            "accepted_configs_built": sum(o.built is True for o in outcomes), "refused_one_line": verdicts["refused"],
             "refused_unclear": verdicts["unclear"], "tracebacks": verdicts["traceback"], "hung": verdicts["hung"],
             "injections": sum(o.injected for o in outcomes),
             "kinds": dict(sorted(collections.Counter(o.mutation.kind.split(":")[0] for o in outcomes).items())),
@@ -273,12 +290,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", default="fuzz", help="comma-separated: fuzz")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--mutations", type=int, help="how many (default 300, or 24 with --small)")
     args = parser.parse_args()
     results: dict = {"seed": args.seed, "small": args.small}
     with tempfile.TemporaryDirectory(prefix="facepipe-faults-") as tmp:
         work = Path(tmp)
         if "fuzz" in args.parts.split(","):
-            results["fuzz"] = fuzz(work, args.media.resolve(), 24 if args.small else 300, args.seed, args.workers)
+            count = args.mutations or (24 if args.small else 300)
+            results["fuzz"] = fuzz(work, args.media.resolve(), count, args.seed, args.workers, build=not args.small)
     print(json.dumps(results))
 
 

@@ -144,3 +144,23 @@ def test_a_frame_range_without_faces_is_refused_before_decoding(built, tmp_path)
     assert proc.returncode == 1 and "no faces in" in last and "convert.frame_ranges" in last
     assert "convert swap:" not in proc.stderr  # refused before the first frame
     untouched()
+
+
+def test_an_empty_config_broken_yaml_or_a_nan_is_one_line(media, tmp_path):
+    """Found by the fault campaign (benchmarks/faults.py): Snakemake's own message for an
+    empty config was a block, and JSON Schema's bounds let NaN through."""
+    project = make_project(tmp_path / "p", pair_config())
+    (project / "config/config.yaml").write_text("")
+    assert dry_run_error(project) == "facepipe: error: config/config.yaml: empty; it needs people, pairs and swaps " \
+                                     "(README, Quick start)"
+    (project / "config/config.yaml").write_text("people: [\n")
+    assert "config/config.yaml: not valid YAML" in dry_run_error(project)
+    config = pair_config()
+    config["swaps"]["wa_as_wb"]["duration"] = float("nan")
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config))
+    assert dry_run_error(project).endswith("config/config.yaml: swaps.wa_as_wb.duration: nan is not a finite number")
+    (project / "config/config.yaml").write_text(yaml.safe_dump(pair_config()))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["convert"]["mask_blur"] = float("inf")
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert dry_run_error(project).endswith("params.yaml: convert.mask_blur: inf is not a finite number")

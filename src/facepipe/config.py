@@ -4,6 +4,7 @@ line naming the file and the key, before any work starts."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import jsonschema
@@ -25,18 +26,41 @@ def load_yaml(path: str | Path) -> dict:
     return data if data is not None else {}
 
 
+def check_config_file(path: str | Path) -> None:
+    """The build config is YAML with keys at its top (Snakemake's own message for one
+    that is not is a block of text)."""
+    data = load_yaml(path)
+    if not isinstance(data, dict) or not data:
+        raise FacepipeError(f"{path}: {'empty' if not data else 'not a mapping of keys'}; it needs people, pairs "
+                            "and swaps (README, Quick start)")
+
+
+def _non_finite(data, path: tuple = ()) -> tuple | None:
+    """The path and value of the first NaN or infinity in loaded YAML (.nan, .inf), if
+    any: JSON Schema's bounds let NaN through (no comparison with it is true)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return path, data
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        if (found := _non_finite(value, path + (key,))) is not None:
+            return found
+    return None
+
+
 def _schema(name: str) -> dict:
     return yaml.safe_load((SCHEMA_DIR / f"{name}.schema.yaml").read_text())
 
 
-def _location(error: jsonschema.ValidationError) -> str:
+def _location(path) -> str:
     parts = []
-    for part in error.absolute_path:
+    for part in path:
         parts.append(f"[{part}]" if isinstance(part, int) else f".{part}" if parts else str(part))
     return "".join(parts) or "(top level)"
 
 
 def check_schema(data: dict, name: str, filename: str) -> None:
+    if (found := _non_finite(data)) is not None:
+        raise FacepipeError(f"{filename}: {_location(found[0])}: {found[1]} is not a finite number")
     validator = jsonschema.Draft202012Validator(_schema(name))
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is None:
@@ -45,7 +69,7 @@ def check_schema(data: dict, name: str, filename: str) -> None:
     if error.validator == "pattern":  # the only patterns are the name rule's
         message = (f"{error.instance!r} is not a valid name: use letters, digits, '_' and '-' only, "
                    "not starting with '-'")
-    raise FacepipeError(f"{filename}: {_location(error)}: {message}")
+    raise FacepipeError(f"{filename}: {_location(error.absolute_path)}: {message}")
 
 
 def check_config(config: dict, filename: str = "config") -> dict:
