@@ -224,7 +224,9 @@ def snakemake(project: Path, *args: str) -> tuple[int | None, str]:
 
 
 def judge(code: int | None, output: str, file: str) -> tuple[str, str]:
-    errors = [line for line in output.splitlines() if "error:" in line.lower()]
+    """A refusal is one line of facepipe's (a job that fails also gets Snakemake's
+    account of the job around it, which names the rule and its log)."""
+    errors = [line for line in output.splitlines() if line.startswith("facepipe") and "error:" in line]
     if code is None:
         return "hung", ""
     if "Traceback (most recent call last)" in output:

@@ -148,7 +148,9 @@ def test_a_frame_range_without_faces_is_refused_before_decoding(built, tmp_path)
 
 def test_an_empty_config_broken_yaml_or_a_nan_is_one_line(media, tmp_path):
     """Found by the fault campaign (benchmarks/faults.py): Snakemake's own message for an
-    empty config was a block, and JSON Schema's bounds let NaN through."""
+    empty config was a block; JSON Schema's bounds let NaN through; a swap 1e308 s long
+    was a traceback in frames; an alias bomb hung the check and deep nesting broke the
+    YAML reader."""
     project = make_project(tmp_path / "p", pair_config())
     (project / "config/config.yaml").write_text("")
     assert dry_run_error(project) == "facepipe: error: config/config.yaml: empty; it needs people, pairs and swaps " \
@@ -164,3 +166,14 @@ def test_an_empty_config_broken_yaml_or_a_nan_is_one_line(media, tmp_path):
     params["convert"]["mask_blur"] = float("inf")
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     assert dry_run_error(project).endswith("params.yaml: convert.mask_blur: inf is not a finite number")
+    (project / "params.yaml").write_text(yaml.safe_dump(dict(params, convert=dict(params["convert"], mask_blur=0.06))))
+    config["swaps"]["wa_as_wb"]["duration"] = 1e308
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config))
+    assert "config/config.yaml: swaps.wa_as_wb.duration: 1e+308 is greater than the maximum" in dry_run_error(project)
+    (project / "config/config.yaml").write_text(yaml.safe_dump(pair_config()))
+    bomb = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    bomb += [f"a{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(9))}]" for i in range(1, 10)]
+    (project / "params.yaml").write_text("\n".join(bomb) + "\n")
+    assert "params.yaml: more than 100000 values once its aliases" in dry_run_error(project)  # at once, not hung
+    (project / "params.yaml").write_text("deep: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "params.yaml: nested too deeply to read" in dry_run_error(project)

@@ -13,6 +13,8 @@ import yaml
 from .errors import FacepipeError
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
+# A config or params file holds a few hundred values; this many is an accident or an attack.
+MAX_VALUES = 100_000
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -23,7 +25,28 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise FacepipeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise FacepipeError(f"{path}: nested too deeply to read; it needs the shape of the example") from None
+    if _too_many_values(data):  # YAML aliases can make a small file expand beyond any memory
+        raise FacepipeError(f"{path}: more than {MAX_VALUES} values once its aliases (*name) are expanded; "
+                            "write them out, or remove what is not a setting") from None
     return data if data is not None else {}
+
+
+def _too_many_values(data) -> bool:
+    """Whether `data` holds more than MAX_VALUES values, aliases counted each time they
+    are used (a walk that stops at the limit, so a billion laughs costs nothing)."""
+    budget, stack = MAX_VALUES, [data]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return True
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return False
 
 
 def check_config_file(path: str | Path) -> None:
