@@ -33,6 +33,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import pair_config  # noqa: E402  (the tests' valid config: woman_a <-> woman_b)
+
 BIN = Path(sys.executable).parent
 CONFIG = "config/config.yaml"
 PARAMS = "params.yaml"
@@ -48,16 +51,6 @@ class Mutation:
     key: str  # the key changed ("" for the whole document)
 
 
-def base_config() -> dict:
-    return {
-        "people": {"woman_a": {"sources": ["media/woman_a.mp4"]},
-                   "woman_b": {"sources": ["media/woman_b.mp4"]}},
-        "pairs": {"wa_wb": {"a": "woman_a", "b": "woman_b"}},
-        "swaps": {"wa_as_wb": {"pair": "wa_wb", "video": "media/woman_a.mp4", "from": "woman_a",
-                               "start": 0, "duration": 2}},
-    }
-
-
 def make_project(folder: Path, media: Path) -> Path:
     """A project as a user has one: this repository's workflow, its params.yaml, a
     config naming the test media through a `media` link."""
@@ -67,7 +60,7 @@ def make_project(folder: Path, media: Path) -> Path:
     shutil.copytree(ROOT / "workflow", folder / "workflow")
     shutil.copy(ROOT / PARAMS, folder)
     (folder / "config").mkdir()
-    (folder / CONFIG).write_text(yaml.safe_dump(base_config(), sort_keys=False))
+    (folder / CONFIG).write_text(yaml.safe_dump(pair_config(), sort_keys=False))
     return folder
 
 
@@ -113,7 +106,7 @@ NUMBERS = [-1, 0, -1e9, 1e308, float("inf"), float("-inf"), float("nan"), 2**63,
 
 
 def mutate(rng: random.Random, canary: Path) -> Mutation:
-    config, params = base_config(), yaml.safe_load((ROOT / PARAMS).read_text())
+    config, params = pair_config(), yaml.safe_load((ROOT / PARAMS).read_text())
     kind = rng.choice(["type", "range", "missing", "unknown", "empty", "name", "path", "yaml"])
     file = CONFIG if kind in ("name", "path") else rng.choice([CONFIG, PARAMS])
     data = config if file == CONFIG else params
@@ -245,7 +238,7 @@ def try_mutation(project: Path, mutation: Mutation, canary: Path, build: bool) -
     one line too."""
     shutil.rmtree(project / "results", ignore_errors=True)
     shutil.copy(ROOT / PARAMS, project / PARAMS)
-    (project / CONFIG).write_text(yaml.safe_dump(base_config(), sort_keys=False))
+    (project / CONFIG).write_text(yaml.safe_dump(pair_config(), sort_keys=False))
     (project / mutation.file).write_bytes(mutation.text.encode("utf-8", errors="surrogateescape"))
     canary.unlink(missing_ok=True)
     started = time.monotonic()
