@@ -6,10 +6,20 @@ import sys
 
 from snakemake.utils import min_version
 
+from facepipe import buildlock
 from facepipe.config import check_config_file
 from facepipe.errors import FacepipeError
 
 min_version("9.0")
+
+
+# One build at a time in this folder (facepipe.buildlock); jobs that Snakemake runs
+# elsewhere (a cluster node) read this file in another mode.
+if workflow.is_main_process:
+    try:
+        buildlock.hold()
+    except FacepipeError as exc:
+        sys.exit(f"facepipe: error: {exc}")
 
 
 # The default config only when none is given: Snakemake would merge the two, adding the

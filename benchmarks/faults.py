@@ -11,6 +11,25 @@ accepted, refused in one line, refused unclearly (with what), tracebacks and she
 injections (a canary file that a successful injection would create), each of which
 must be 0.
 
+Part `kills`: for every stage, `kill -9` of one of its jobs (and, separately, SIGINT of
+`snakemake`'s process group, as Ctrl-C sends it) at seeded random moments: an item of
+the job's progress bar, or the writing of its outputs after the last, or (no bar yet) a
+moment of its reference run; then a rerun. A training is interrupted between its last
+checkpoint and its end. The rerun's outputs are compared with those of an uninterrupted
+build of the same project (`--reference`, or one built first). Counted: reruns that
+completed, outputs byte-identical (training time aside), outputs that look done but are
+not (a file at an output's path that differs after the interruption: must be 0),
+training steps lost (at most one checkpoint interval), processes and temporary files
+left behind.
+
+Part `disk`: a stage's job with results/ on a tmpfs holding what was built before and
+half of what the job writes (frames, detect, train's checkpoints, convert): one line
+naming the file system and the space, nothing built before damaged, and with the
+tmpfs grown, a rerun that completes with the same bytes. Needs root (mount).
+
+Part `two_runs`: a second `snakemake` in the folder of a running build: refused in one
+line; the first finishes with the same bytes.
+
 The last line is one JSON object of counts."""
 
 from __future__ import annotations
@@ -22,7 +41,9 @@ import copy
 import json
 import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,10 +51,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from conftest import make_project as make_tiny_project  # noqa: E402
 from conftest import pair_config  # noqa: E402  (the tests' valid config: woman_a <-> woman_b)
 
 BIN = Path(sys.executable).parent
@@ -278,12 +301,301 @@ def fuzz(work: Path, media: Path, count: int, seed: int, workers: int, build: bo
             "seconds_per_mutation": round(sum(o.seconds for o in outcomes) / max(1, len(outcomes)), 2)}
 
 
+# --- kills
+
+STAGES = ["download", "frames", "detect", "filter", "train", "convert", "evaluate"]
+# How long Snakemake may take to stop after an interruption, and a rerun to finish.
+STOP_LIMIT, RERUN_LIMIT = 120, 900
+# Written with the time it took: compared without these keys.
+TIMED = {"results/models/wa_wb/metrics.json": ("steps_this_run", "seconds_this_run")}
+
+
+@dataclass
+class Job:
+    rule: str
+    outputs: list[str]
+    log: str
+    seconds: float  # how long it ran in the reference build
+
+
+def reference_jobs(project: Path) -> dict[str, list[Job]]:
+    """Each rule's jobs in the build of `project`, from Snakemake's log of it: outputs and
+    the time each took (so an interruption can fall anywhere in a job's run)."""
+    logs = sorted((project / ".snakemake/log").glob("*.snakemake.log"))
+    text = max((p.read_text() for p in logs), key=lambda t: t.count("Finished jobid"))
+    stamp = r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]\n"
+
+    def when(text: str) -> float:
+        return time.mktime(time.strptime(text, "%a %b %d %H:%M:%S %Y"))
+
+    started = {m["job"]: (m["rule"], m["outputs"].split(", "), m["log"], when(m["at"])) for m in re.finditer(
+        stamp.replace("(", "(?P<at>", 1) + r"(?:local)?rule (?P<rule>\w+):\n(?:    (?!output:).*\n)*"
+        r"    output: (?P<outputs>.*)\n    log: (?P<log>.*)\n(?:    .*\n)*?    jobid: (?P<job>\d+)", text)}
+    jobs: dict[str, list[Job]] = collections.defaultdict(list)
+    for m in re.finditer(stamp + r"Finished jobid: (\d+) \(Rule: (\w+)\)", text):
+        if m[2] not in started:  # a rule without outputs (all)
+            continue
+        rule, outputs, log, at = started[m[2]]
+        jobs[rule].append(Job(rule, outputs, log, max(1.0, when(m[1]) - at)))
+    return jobs
+
+
+def snapshot(project: Path, outputs: list[str]) -> dict[str, bytes]:
+    """Every file of `outputs` (files or folders) and its bytes, timed keys left out."""
+    files = {}
+    for output in outputs:
+        path = project / output
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path] if path.exists() else []:
+            if file.is_file():
+                name = str(file.relative_to(project))
+                data = file.read_bytes()
+                if name in TIMED:
+                    loaded = json.loads(data)
+                    data = json.dumps({k: v for k, v in loaded.items() if k not in TIMED[name]}).encode()
+                files[name] = data
+    return files
+
+
+def job_process(session: psutil.Process, rule: str) -> psutil.Process | None:
+    """The job's own process: `facepipe <rule> ...` below Snakemake."""
+    for proc in session.children(recursive=True):
+        try:
+            args = proc.cmdline()
+        except psutil.Error:
+            continue
+        if any(Path(a).name == "facepipe" and args[i + 1:i + 2] == [rule] for i, a in enumerate(args)):
+            return proc
+    return None
+
+
+def temporary_files(project: Path) -> set[str]:
+    """What atomic writes leave behind when killed: hidden files beside outputs."""
+    return {str(p.relative_to(project)) for p in (project / "results").rglob(".*")}
+
+
+def kill_trial(project: Path, reference: dict[str, bytes], job: Job, signal_name: str, moment: float,
+               training: dict) -> dict:
+    """Run `job` again, interrupt it at `moment` (0-1) of its run, rerun; what was left,
+    what the rerun made. A training's moment is a step between its checkpoint and its end,
+    or (past the end) while it writes the model."""
+    target = job.outputs[0]
+    checkpoints = project / "results/checkpoints" / Path(target).parts[2] if job.rule == "train" else None
+    if checkpoints:  # a training in progress: from its checkpoint before the last, as if resumed
+        shutil.rmtree(checkpoints / "steps" / str(max(saved_steps(checkpoints))))
+    temporary_before = temporary_files(project)
+    (project / job.log).unlink(missing_ok=True)
+    with open(project / "interrupted.log", "w") as out:
+        proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--force", target], cwd=project,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    session = psutil.Process(proc.pid)
+    seen, deadline = None, time.monotonic() + STOP_LIMIT
+    while seen is None and proc.poll() is None and time.monotonic() < deadline:
+        seen = job_process(session, job.rule)
+        time.sleep(0.02)
+    landed, reached, saved = False, 0, []
+    if seen is not None:
+        # At a moment of the job's reference run; once its progress bar shows, at an item
+        # of it instead, or (past the last) while it writes its outputs.
+        first = max(saved_steps(checkpoints)) if checkpoints else 0
+        deadline = time.monotonic() + moment * job.seconds
+        while seen.is_running() and progress(project, job) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        bar = progress(project, job)
+        if bar:
+            at = first + 1 + int(moment * (bar[1] - first + 1))
+            while seen.is_running() and progress(project, job)[0] < min(at, bar[1]):
+                time.sleep(0.02)
+        if seen.is_running() and proc.poll() is None:
+            landed = True
+            if checkpoints:
+                reached, saved = progress(project, job)[0], saved_steps(checkpoints)
+            if signal_name == "SIGKILL":
+                seen.kill()
+            else:
+                os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(STOP_LIMIT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    left = [p for p in psutil.process_iter(["cwd"]) if p.info["cwd"] == str(project)]  # the job's orphans
+    for p in left:
+        p.kill()
+    # An output at its path after the interruption must be the finished one.
+    after = snapshot(project, job.outputs)
+    half_written = sorted(name for name, data in after.items() if reference.get(name) != data)
+    rerun = subprocess.run([str(BIN / "snakemake"), "--cores", "2", target], cwd=project, capture_output=True,
+                           text=True, timeout=RERUN_LIMIT)
+    output = rerun.stdout + rerun.stderr
+    result = {"rule": job.rule, "signal": signal_name, "landed": landed, "completed": rerun.returncode == 0,
+              "identical": snapshot(project, job.outputs) == reference, "half_written": half_written,
+              "processes_left": len(left), "temporary_left": sorted(temporary_files(project) - temporary_before)}
+    if checkpoints and landed:
+        resumed = re.search(r"resuming from step (\d+) of", output)
+        resumed_from = int(resumed[1]) if resumed else 0
+        result.update(step_reached=reached, resumed_from=resumed_from, steps_lost=max(0, reached - resumed_from),
+                      resumed_from_latest=resumed_from >= max(saved, default=0))
+    if rerun.returncode != 0:
+        result["rerun_error"] = output[-1500:]
+    return result
+
+
+def progress(project: Path, job: Job) -> tuple[int, int] | None:
+    """Where the job's progress bar is (its log, through tee): items done, items in all."""
+    log = project / job.log
+    bars = re.findall(r" (\d+)/(\d+) \[", log.read_text(errors="replace")) if log.exists() else []
+    return (int(bars[-1][0]), int(bars[-1][1])) if bars else None
+
+
+def saved_steps(checkpoints: Path) -> list[int]:
+    return [int(p.name) for p in (checkpoints / "steps").iterdir() if p.name.isdigit()]
+
+
+def build_reference(work: Path, media: Path) -> Path:
+    """An uninterrupted build of the tests' tiny woman_a <-> woman_b project."""
+    os.environ["FACEPIPE_MEDIA"] = str(media)
+    project = make_tiny_project(work / "reference", pair_config())
+    subprocess.run([str(BIN / "snakemake"), "--cores", "2"], cwd=project, check=True, capture_output=True)
+    return project
+
+
+def copy_reference(reference_project: Path, project: Path, media: Path, results: bool = True) -> None:
+    """A project to interrupt: a copy of the reference with its modification times
+    (Snakemake compares them), its media link pointing here, and no DVC (a commit after
+    each run would time DVC, not the build)."""
+    shutil.copytree(reference_project, project, symlinks=True, copy_function=shutil.copy2,
+                    ignore=shutil.ignore_patterns(".dvc", ".git", *([] if results else ["results"])))
+    (project / "media").unlink()
+    (project / "media").symlink_to(media, target_is_directory=True)
+
+
+def kills(work: Path, reference_project: Path, per_stage: int, seed: int, stages: list[str]) -> dict:
+    rng = random.Random(seed)
+    jobs = reference_jobs(reference_project)
+    project = work / "kills"
+    training = yaml.safe_load((project / PARAMS).read_text())["train"]
+    trials = []
+    for rule in stages:
+        for signal_name in ("SIGKILL", "SIGINT"):
+            for _ in range(per_stage):
+                job = rng.choice(jobs[rule])
+                reference = snapshot(reference_project, job.outputs)
+                trial = kill_trial(project, reference, job, signal_name, rng.random(), training)
+                print(f"kills: {rule} {signal_name}: {json.dumps(trial)[:600]}", file=sys.stderr)
+                trials.append(trial)
+    lost = [t["steps_lost"] for t in trials if "steps_lost" in t]
+    return {"trials": len(trials), "landed": sum(t["landed"] for t in trials),
+            "completed": sum(t["completed"] for t in trials), "identical": sum(t["identical"] for t in trials),
+            "half_written": sum(len(t["half_written"]) for t in trials),
+            "processes_left": sum(t["processes_left"] for t in trials),
+            "temporary_left": sum(len(t["temporary_left"]) for t in trials),
+            "training_kills": len(lost), "training_steps_lost_max": max(lost, default=0),
+            "training_resumed_from_latest": sum(t.get("resumed_from_latest", False) for t in trials),
+            "save_every": training["save_every"],
+            "per_stage": {rule: {"trials": sum(t["rule"] == rule for t in trials),
+                                 "landed": sum(t["rule"] == rule and t["landed"] for t in trials)}
+                          for rule in stages}}
+
+
+# --- a full disk
+
+DISK_STAGES = ["frames", "detect", "train", "convert"]
+
+
+def disk_usage(files: list[Path]) -> int:
+    """Bytes a tmpfs needs for these files (whole pages)."""
+    return sum(-(-f.stat().st_size // 4096) * 4096 for f in files)
+
+
+def full_disk(work: Path, reference_project: Path, media: Path, stage: str) -> dict:
+    """The stage's job with results/ on a tmpfs that holds everything built before it
+    and half of what the job writes (for train, half of its checkpoints): it must stop
+    with one line naming the file system and the space it needs, and damage nothing
+    built before; with space freed (the tmpfs grown), a rerun completes with the
+    uninterrupted build's bytes."""
+    job = reference_jobs(reference_project)[stage][0]
+    project = work / f"disk-{stage}"
+    copy_reference(reference_project, project, media, results=False)
+    pair = Path(job.outputs[0]).parts[2] if stage == "train" else None
+    writes = [Path(o) for o in job.outputs] + ([Path("results/checkpoints") / pair] if pair else [])
+
+    def written(name: Path) -> bool:
+        return any(name == w or w in name.parents for w in writes)
+
+    kept = [p for p in (reference_project / "results").rglob("*")
+            if p.is_file() and not written(p.relative_to(reference_project))]
+    job_bytes = disk_usage([p for p in (reference_project / "results").rglob("*")
+                            if p.is_file() and written(p.relative_to(reference_project))])
+    results = project / "results"
+    results.mkdir()
+    size = disk_usage(kept) + job_bytes // 2
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(results)], check=True)
+    try:
+        for file in kept:
+            target = project / file.relative_to(reference_project)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, target)
+        before = snapshot(project, ["results"])
+        code, output = snakemake(project, job.outputs[0])
+        errors = [line for line in output.splitlines() if line.startswith("facepipe") and "error:" in line]
+        after = {name: data for name, data in snapshot(project, ["results"]).items() if not written(Path(name))}
+        subprocess.run(["mount", "-o", f"remount,size={size + 2 * job_bytes + (16 << 20)}", str(results)], check=True)
+        rerun, rerun_output = snakemake(project, job.outputs[0])
+        return {"stage": stage, "tmpfs_mb": round(size / 1e6, 1), "job_mb": round(job_bytes / 1e6, 1),
+                "refused_one_line": code not in (0, None) and len(errors) == 1 and str(results) in errors[0]
+                and "MB free" in errors[0], "said": errors[:2],
+                "earlier_damaged": sum(after.get(name) != data for name, data in before.items()),
+                "rerun_completed": rerun == 0,
+                "rerun_identical": snapshot(project, job.outputs) == snapshot(reference_project, job.outputs),
+                **({} if rerun == 0 else {"rerun_error": rerun_output[-1500:]})}
+    finally:
+        subprocess.run(["umount", "-l", str(results)], check=False)
+
+
+def full_disks(work: Path, reference_project: Path, media: Path, stages: list[str]) -> dict:
+    trials = [full_disk(work, reference_project, media, stage) for stage in stages]
+    for trial in trials:
+        print(f"full disk: {json.dumps(trial)[:800]}", file=sys.stderr)
+    return {"stages": len(trials), "refused_one_line": sum(t["refused_one_line"] for t in trials),
+            "earlier_damaged": sum(t["earlier_damaged"] for t in trials),
+            "rerun_completed": sum(t["rerun_completed"] for t in trials),
+            "rerun_identical": sum(t["rerun_identical"] for t in trials),
+            "per_stage": {t["stage"]: t["said"][0][:300] if t["said"] else None for t in trials}}
+
+
+# --- two runs at once
+
+def two_runs(work: Path, reference_project: Path, seed: int) -> dict:
+    """A build (one of its jobs forced) and, while it runs, a second `snakemake` in the
+    same folder: the second must be refused in one line, the first finish unharmed."""
+    project = work / "kills"
+    job = random.Random(seed).choice([j for j in reference_jobs(reference_project)["evaluate"]])
+    first = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--force", job.outputs[0]], cwd=project,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while job_process(psutil.Process(first.pid), job.rule) is None and first.poll() is None:
+        time.sleep(0.05)
+    started = time.monotonic()
+    code, output = snakemake(project)
+    refusal = [line for line in output.splitlines() if line.strip()]
+    first_output = first.communicate()[0]
+    return {"second_refused_one_line": code not in (0, None) and len(refusal) == 1
+            and refusal[0].startswith("facepipe: error:") and "another build is running" in refusal[0],
+            "second_seconds": round(time.monotonic() - started, 1), "second_said": refusal[-1:],
+            "first_completed": first.returncode == 0,
+            "first_identical": snapshot(project, job.outputs) == snapshot(reference_project, job.outputs),
+            **({} if first.returncode == 0 else {"first_error": first_output[-1500:]})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--media", type=Path, default=Path(os.environ.get("FACEPIPE_MEDIA", ROOT.parent / "shared/media")))
     parser.add_argument("--small", action="store_true", help="the seeded short version the tests run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--parts", default="fuzz", help="comma-separated: fuzz")
+    parser.add_argument("--parts", default="fuzz,kills,disk,two_runs",
+                        help="comma-separated: fuzz, kills, disk, two_runs")
+    parser.add_argument("--reference", type=Path, help="an uninterrupted build of the tests' tiny woman_a <-> woman_b "
+                        "project (tests/conftest.py); without it, one is built first")
+    parser.add_argument("--kills", type=int, help="interruptions of each kind per stage (default 5, or 1 with --small)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mutations", type=int, help="how many (default 300, or 24 with --small)")
     args = parser.parse_args()
@@ -293,6 +605,20 @@ def main() -> None:
         if "fuzz" in args.parts.split(","):
             count = args.mutations or (24 if args.small else 300)
             results["fuzz"] = fuzz(work, args.media.resolve(), count, args.seed, args.workers, build=not args.small)
+        parts = set(args.parts.split(","))
+        reference = args.reference or (build_reference(work, args.media.resolve())
+                                       if parts & {"kills", "disk", "two_runs"} else None)
+        if parts & {"kills", "two_runs"}:
+            copy_reference(reference.resolve(), work / "kills", args.media.resolve())
+        if "kills" in parts:
+            stages = ["train"] if args.small else STAGES
+            per_stage = args.kills or (1 if args.small else 5)
+            results["kills"] = kills(work, reference.resolve(), per_stage, args.seed, stages)
+        if "disk" in parts:
+            stages = [random.Random(args.seed).choice(DISK_STAGES)] if args.small else DISK_STAGES
+            results["disk"] = full_disks(work, reference.resolve(), args.media.resolve(), stages)
+        if "two_runs" in parts:
+            results["two_runs"] = two_runs(work, reference.resolve(), args.seed)
     print(json.dumps(results))
 
 

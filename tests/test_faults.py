@@ -1,5 +1,6 @@
 """The fault campaign's seeded small version (benchmarks/faults.py --small), run as the
-benchmark runs it: every count that must be zero is zero."""
+benchmark runs it, each part on its own: every count that must be zero is zero. The
+parts that interrupt a build start from the session's woman_a <-> woman_b build."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import sys
 from conftest import ROOT, run
 
 
-def campaign(media, part: str) -> dict:
-    proc = run([sys.executable, "benchmarks/faults.py", "--small", "--parts", part, "--media", str(media)], ROOT)
+def campaign(media, part: str, *args: str) -> tuple[dict, str]:
+    proc = run([sys.executable, "benchmarks/faults.py", "--small", "--parts", part, "--media", str(media), *args],
+               ROOT)
     return json.loads(proc.stdout.splitlines()[-1])[part], proc.stderr
 
 
@@ -19,3 +21,26 @@ def test_fuzzed_configs_and_params_are_planned_or_refused_in_one_line(media):
     assert counts["mutations"] == counts["accepted"] + counts["refused_one_line"] + counts["refused_unclear"] \
         + counts["tracebacks"] + counts["hung"] == 24
     assert counts["refused_unclear"] == counts["tracebacks"] == counts["hung"] == counts["injections"] == 0, problems
+
+
+def test_a_killed_training_or_ctrl_c_loses_at_most_a_checkpoint_interval_and_ends_bit_identical(media, built):
+    """kill -9 of a training job, and Ctrl-C of snakemake during one (at seeded steps);
+    each rerun resumes and makes the uninterrupted build's bytes."""
+    counts, trials = campaign(media, "kills", "--reference", str(built))
+    assert counts["trials"] == counts["landed"] == counts["training_kills"] == 2, trials
+    assert counts["completed"] == counts["identical"] == 2, trials
+    assert counts["half_written"] == counts["processes_left"] == 0, trials
+    assert counts["training_steps_lost_max"] <= counts["save_every"], trials
+    assert counts["training_resumed_from_latest"] == 2, trials
+
+
+def test_a_full_disk_is_one_line_keeps_what_was_built_and_a_rerun_completes(media, built):
+    counts, trials = campaign(media, "disk", "--reference", str(built))
+    assert counts["stages"] == counts["refused_one_line"] == counts["rerun_completed"] == 1, trials
+    assert counts["rerun_identical"] == 1 and counts["earlier_damaged"] == 0, trials
+
+
+def test_a_second_build_in_the_same_folder_is_refused_and_the_first_finishes(media, built):
+    counts, _ = campaign(media, "two_runs", "--reference", str(built))
+    assert counts["second_refused_one_line"], counts
+    assert counts["first_completed"] and counts["first_identical"], counts

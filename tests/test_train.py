@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -75,6 +76,22 @@ def test_training_resumes_where_it_stopped_and_ends_bit_identical(built, tmp_pat
         (tmp_path / "straight/model/weights.msgpack").read_bytes()
     after = _cache_reads(cache)
     assert all(after[name] != before[name] for name in steps), "the training step was compiled again"
+
+    # Ctrl-C stops between two steps and saves there: the rerun still ends on the same bytes.
+    log = tmp_path / "interrupted.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(_train(built, tmp_path, "ctrl_c", 60), cwd=tmp_path, env=cached, stdout=out,
+                                stderr=subprocess.STDOUT)
+    while not re.search(r" (4[1-9]|5[0-8])/60 \[", log.read_text()):
+        assert proc.poll() is None and time.time() < deadline, "training ended before step 41"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait() == 130
+    stopped = int(re.search(r"interrupted at step (\d+); checkpoint saved", log.read_text())[1])
+    resumed = run(_train(built, tmp_path, "ctrl_c", 60), tmp_path, environment=cached)
+    assert f"resuming from step {stopped} of 60" in resumed.stdout + resumed.stderr
+    for name in ("weights.msgpack", "loss.csv"):
+        assert (tmp_path / "ctrl_c/model" / name).read_bytes() == (tmp_path / "straight/model" / name).read_bytes()
 
 
 def test_fewer_faces_than_the_batch_is_a_one_line_error(built, tmp_path):

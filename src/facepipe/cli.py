@@ -10,9 +10,12 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from . import settings
 from .config import load_params
 from .errors import FacepipeError
+from .fsutil import no_space_message, out_of_space
 
 
 def _settings(args, section: str):
@@ -286,6 +289,8 @@ def parser() -> argparse.ArgumentParser:
 
 def report(command: str, exc: FacepipeError | KeyboardInterrupt) -> int:
     """Say in one line why a command stopped; returns its exit status."""
+    for bar in list(tqdm._instances):  # a progress bar left open: its line ends before ours starts
+        bar.close()
     if isinstance(exc, KeyboardInterrupt):
         print(f"facepipe {command}: interrupted", file=sys.stderr)
         return 130
@@ -324,10 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # train.hosts > 1 reruns the same command in a worker process
     try:
         args.func(args)
-    except (FacepipeError, KeyboardInterrupt) as exc:
-        return report(args.command, exc)
+    except BaseException as exc:
+        if out_of_space(exc):
+            path = getattr(exc, "filename", None) or getattr(args, "out", None) or "."
+            return report(args.command, FacepipeError(no_space_message(path, getattr(exc, "written_bytes", None))))
+        if isinstance(exc, (FacepipeError, KeyboardInterrupt)):
+            return report(args.command, exc)
+        raise
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,6 +4,7 @@ a half-written file or folder that looks finished."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -29,6 +30,9 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
+    except BaseException as exc:
+        _note_written(exc, tmp)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -46,6 +50,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+    except BaseException as exc:
+        _note_written(exc, tmp)
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -59,3 +66,40 @@ def write_json(path: str | os.PathLike, data) -> None:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def out_of_space(exc: BaseException | None) -> bool:
+    """A full disk, raised as such or wrapped by what wrote (orbax, ffmpeg's message)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _note_written(exc: BaseException, tmp: Path) -> None:
+    """On a full disk, how much of the output was written (it is removed next): the
+    error can then say how much space the stage needs at least."""
+    if out_of_space(exc):
+        files = tmp.rglob("*") if tmp.is_dir() else [tmp]
+        size = sum(f.stat().st_size for f in files if f.is_file())
+        exc.written_bytes = max(getattr(exc, "written_bytes", 0), size)  # an outer folder holds an inner file
+
+
+def no_space_message(path: str | os.PathLike, written: int | None) -> str:
+    """What to say when the disk under `path` filled up: the file system, its size, and
+    the space the stage needs (more than it had written when the disk filled, or more
+    than is free now that its partial output is gone)."""
+    path = Path(path).absolute()
+    mount = next(p for p in [path, *path.parents] if p.exists())
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    kinds = [line.split()[2] for line in Path("/proc/mounts").read_text().splitlines()
+             if line.split()[1] == str(mount)] if Path("/proc/mounts").exists() else []
+    stat = os.statvfs(mount)
+    free, total = stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
+    need = (f"more than the {written / 1e6:.1f} MB it had written when it filled up" if written else
+            f"more than the {free / 1e6:.1f} MB free there now")
+    return (f"{path}: no space left on the file system at {mount} ({kinds[-1] if kinds else 'unknown type'}, "
+            f"{total / 1e6:.1f} MB, {free / 1e6:.1f} MB free): this stage needs {need}; free space there (or put "
+            "results/ on a larger disk) and run again: what was built before is kept")

@@ -13,12 +13,15 @@ plot) and final metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -340,6 +343,36 @@ def model_info(settings: TrainSettings, people: tuple[str, str], precision: str,
     }
 
 
+class StepEnd(KeyboardInterrupt):
+    """Ctrl-C, acted on between two steps."""
+
+
+@contextlib.contextmanager
+def stop_between_steps(enabled: bool):
+    """Ctrl-C (SIGINT), or SIGTERM (a cluster's time limit or preemption), stops the
+    training between two steps, not inside one: a step cut short (its batch's random key
+    drawn, its weights updated, its loss not yet logged) would save a state that resumes
+    into another training than the uninterrupted one. A second signal stops at once,
+    keeping the last checkpoint."""
+    requested = threading.Event()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        print(f"\ntrain: {signal.Signals(signum).name}: stopping after this step (again: stop now)", flush=True)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for signum, action in previous.items():
+            signal.signal(signum, action)
+
+
 def run(*, datasets_a: list[str | Path], datasets_b: list[str | Path], init_from: str | Path | None = None,
         out_dir: str | Path, checkpoint_dir: str | Path, settings: TrainSettings,
         people: tuple[str, str] = ("a", "b")) -> dict | None:
@@ -395,30 +428,35 @@ def run(*, datasets_a: list[str | Path], datasets_b: list[str | Path], init_from
     def save():
         ckpt.save(step, trainer, {"step": step, "history": history})
 
-    try:
-        while step < settings.steps:
-            loss_a, loss_b = trainer.step()
-            step += 1
-            if step % log_every == 0 or step == settings.steps:
-                history.append([step, round(float(local(loss_a)), 6), round(float(local(loss_b)), 6)])
-                progress.set_postfix(loss_a=f"{history[-1][1]:.4f}", loss_b=f"{history[-1][2]:.4f}")
-            progress.update(1)
-            if step % settings.save_every == 0:
+    # With several processes, a save needs every one of them, and others may not stop at
+    # the same step: Ctrl-C stops each at once, and a rerun resumes from the last checkpoint.
+    with stop_between_steps(process_count == 1) as stop_requested:
+        try:
+            while step < settings.steps:
+                loss_a, loss_b = trainer.step()
+                step += 1
+                if step % log_every == 0 or step == settings.steps:
+                    history.append([step, round(float(local(loss_a)), 6), round(float(local(loss_b)), 6)])
+                    progress.set_postfix(loss_a=f"{history[-1][1]:.4f}", loss_b=f"{history[-1][2]:.4f}")
+                progress.update(1)
+                if step % settings.save_every == 0:
+                    save()
+                if step % settings.preview_every == 0 and primary:
+                    trainer.sync()
+                    ckpt.save_preview(step, preview_grid(trainer.model, *preview_faces))
+                if stop_requested.is_set():
+                    raise StepEnd
+        except StepEnd:
+            if step % settings.save_every:
                 save()
-            if step % settings.preview_every == 0 and primary:
-                trainer.sync()
-                ckpt.save_preview(step, preview_grid(trainer.model, *preview_faces))
-    except KeyboardInterrupt:
-        if process_count > 1:  # a save needs every process, and others may not have stopped
+            print(f"\ntrain: interrupted at step {step}; checkpoint saved, rerun to continue")
+            raise
+        except KeyboardInterrupt:
             print(f"\ntrain: process {jax.process_index()} interrupted at step {step}; "
                   f"{hosts.resume_advice(ckpt.directory)}")
             raise
-        if step and step % settings.save_every:
-            save()
-        print(f"\ntrain: interrupted at step {step}; checkpoint saved, rerun to continue")
-        raise
-    finally:
-        progress.close()
+        finally:
+            progress.close()
     save()
     if not primary:
         return None

@@ -39,9 +39,11 @@ rule train:
     threads: 2
     resources:
         **train_resources("train"),
+    # tee -i: Ctrl-C reaches the whole job; the log must outlive it, or the training's
+    # next line would break the pipe before it saves where it stopped.
     shell:
         "{resources.launcher} facepipe train --a {input.a:q} --b {input.b:q} {params.role} {params.start}"
-        " --out {params.out:q} --checkpoints {params.checkpoints:q} 2>&1 | tee {log:q}"
+        " --out {params.out:q} --checkpoints {params.checkpoints:q} 2>&1 | tee -i {log:q}"
 
 
 # One model learns the faces of many people, on both sides; pairs start from it
