@@ -27,6 +27,11 @@ half of what the job writes (frames, detect, train's checkpoints, convert): one 
 naming the file system and the space, nothing built before damaged, and with the
 tmpfs grown, a rerun that completes with the same bytes. Needs root (mount).
 
+Part `media` (fault_media.py): media people really have (phone videos turned by
+metadata, variable frame rate, several audio tracks, sound only, empty, cut short,
+random bytes, 1x1, 8K, a 10-hour video's first minute, photos of mixed sizes) as swaps:
+each works (measured) or is refused in one line naming the file.
+
 Part `two_runs`: a second `snakemake` in the folder of a running build: refused in one
 line; the first finishes with the same bytes.
 
@@ -58,6 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import make_project as make_tiny_project  # noqa: E402
 from conftest import pair_config  # noqa: E402  (the tests' valid config: woman_a <-> woman_b)
+from fault_media import media_part  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CONFIG = "config/config.yaml"
@@ -469,14 +475,15 @@ def copy_reference(reference_project: Path, project: Path, media: Path, results:
     (project / "media").symlink_to(media, target_is_directory=True)
 
 
-def kills(work: Path, reference_project: Path, per_stage: int, seed: int, stages: list[str]) -> dict:
+def kills(work: Path, reference_project: Path, per_stage: int, seed: int, stages: list[str],
+          signals: tuple[str, ...]) -> dict:
     rng = random.Random(seed)
     jobs = reference_jobs(reference_project)
     project = work / "kills"
     training = yaml.safe_load((project / PARAMS).read_text())["train"]
     trials = []
     for rule in stages:
-        for signal_name in ("SIGKILL", "SIGINT"):
+        for signal_name in signals:
             for _ in range(per_stage):
                 job = rng.choice(jobs[rule])
                 reference = snapshot(reference_project, job.outputs)
@@ -591,32 +598,36 @@ def main() -> None:
     parser.add_argument("--media", type=Path, default=Path(os.environ.get("FACEPIPE_MEDIA", ROOT.parent / "shared/media")))
     parser.add_argument("--small", action="store_true", help="the seeded short version the tests run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--parts", default="fuzz,kills,disk,two_runs",
-                        help="comma-separated: fuzz, kills, disk, two_runs")
+    parser.add_argument("--parts", default="fuzz,kills,disk,media,two_runs",
+                        help="comma-separated: fuzz, kills, disk, media, two_runs")
     parser.add_argument("--reference", type=Path, help="an uninterrupted build of the tests' tiny woman_a <-> woman_b "
                         "project (tests/conftest.py); without it, one is built first")
     parser.add_argument("--kills", type=int, help="interruptions of each kind per stage (default 5, or 1 with --small)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--mutations", type=int, help="how many (default 300, or 24 with --small)")
+    parser.add_argument("--mutations", type=int, help="how many (default 300, or 16 with --small)")
     args = parser.parse_args()
     results: dict = {"seed": args.seed, "small": args.small}
     with tempfile.TemporaryDirectory(prefix="facepipe-faults-") as tmp:
         work = Path(tmp)
         if "fuzz" in args.parts.split(","):
-            count = args.mutations or (24 if args.small else 300)
+            count = args.mutations or (16 if args.small else 300)
             results["fuzz"] = fuzz(work, args.media.resolve(), count, args.seed, args.workers, build=not args.small)
         parts = set(args.parts.split(","))
         reference = args.reference or (build_reference(work, args.media.resolve())
-                                       if parts & {"kills", "disk", "two_runs"} else None)
+                                       if parts & {"kills", "disk", "media", "two_runs"} else None)
         if parts & {"kills", "two_runs"}:
             copy_reference(reference.resolve(), work / "kills", args.media.resolve())
         if "kills" in parts:
-            stages = ["train"] if args.small else STAGES
+            # Small: kill -9 of a training (tests/test_train.py has its Ctrl-C).
+            stages, signals = (["train"], ("SIGKILL",)) if args.small else (STAGES, ("SIGKILL", "SIGINT"))
             per_stage = args.kills or (1 if args.small else 5)
-            results["kills"] = kills(work, reference.resolve(), per_stage, args.seed, stages)
+            results["kills"] = kills(work, reference.resolve(), per_stage, args.seed, stages, signals)
         if "disk" in parts:
             stages = [random.Random(args.seed).choice(DISK_STAGES)] if args.small else DISK_STAGES
             results["disk"] = full_disks(work, reference.resolve(), args.media.resolve(), stages)
+        if "media" in parts:
+            results["media"] = media_part(work / "media_part", args.media.resolve(), reference.resolve(), args.small,
+                                          args.seed)
         if "two_runs" in parts:
             results["two_runs"] = two_runs(work, reference.resolve(), args.seed)
     print(json.dumps(results))

@@ -126,7 +126,9 @@ def test_a_source_without_audio_gives_a_clean_video_without_audio(built, media, 
 
 def test_photos_in_photos_out(built, tmp_path):
     """A folder of photos as a swap's source: Snakemake renders a folder of swapped
-    photos under the same names, each tagged, and reruns nothing else."""
+    photos under the same names, each tagged and at its own size, and reruns nothing
+    else. (Found by the fault campaign: an odd-sized photo came out a pixel smaller or
+    larger, rounded to the even sizes only a video needs.)"""
     from PIL import Image
 
     project = copy_project(built, tmp_path / "p")
@@ -134,8 +136,10 @@ def test_photos_in_photos_out(built, tmp_path):
     photos.mkdir()
     source = clip_frames(built)
     stills = {0: "still_0.jpg", 20: "still_20.png", 40: "still_40.webp", 55: "still_55.bmp"}
+    sizes = {20: (511, 509), 55: (507, 511)}  # mixed sizes, odd ones too (width, height)
     for i, name in stills.items():
-        cv2.imwrite(str(photos / name), cv2.cvtColor(source[i], cv2.COLOR_RGB2BGR))
+        width, height = sizes.get(i, (512, 512))
+        cv2.imwrite(str(photos / name), cv2.cvtColor(source[i][:height, :width], cv2.COLOR_RGB2BGR))
     config = yaml.safe_load((project / "config/config.yaml").read_text())
     config["swaps"]["stills"] = {"pair": "wa_wb", "video": str(photos), "from": "woman_a"}
     (project / "config/config.yaml").write_text(yaml.safe_dump(config))

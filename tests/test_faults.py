@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from conftest import ROOT, run
+from conftest import ROOT, make_project, pair_config, run, snakemake
 
 
 def campaign(media, part: str, *args: str) -> tuple[dict, str]:
@@ -19,19 +19,19 @@ def campaign(media, part: str, *args: str) -> tuple[dict, str]:
 def test_fuzzed_configs_and_params_are_planned_or_refused_in_one_line(media):
     counts, problems = campaign(media, "fuzz")
     assert counts["mutations"] == counts["accepted"] + counts["refused_one_line"] + counts["refused_unclear"] \
-        + counts["tracebacks"] + counts["hung"] == 24
+        + counts["tracebacks"] + counts["hung"] == 16
     assert counts["refused_unclear"] == counts["tracebacks"] == counts["hung"] == counts["injections"] == 0, problems
 
 
-def test_a_killed_training_or_ctrl_c_loses_at_most_a_checkpoint_interval_and_ends_bit_identical(media, built):
-    """kill -9 of a training job, and Ctrl-C of snakemake during one (at seeded steps);
-    each rerun resumes and makes the uninterrupted build's bytes."""
+def test_a_killed_training_loses_at_most_a_checkpoint_interval_and_ends_bit_identical(media, built):
+    """kill -9 of a training job at a seeded step; the rerun resumes from the latest
+    checkpoint and makes the uninterrupted build's bytes."""
     counts, trials = campaign(media, "kills", "--reference", str(built))
-    assert counts["trials"] == counts["landed"] == counts["training_kills"] == 2, trials
-    assert counts["completed"] == counts["identical"] == 2, trials
+    assert counts["trials"] == counts["landed"] == counts["training_kills"] == 1, trials
+    assert counts["completed"] == counts["identical"] == 1, trials
     assert counts["half_written"] == counts["processes_left"] == 0, trials
     assert counts["training_steps_lost_max"] <= counts["save_every"], trials
-    assert counts["training_resumed_from_latest"] == 2, trials
+    assert counts["training_resumed_from_latest"] == 1, trials
 
 
 def test_a_full_disk_is_one_line_keeps_what_was_built_and_a_rerun_completes(media, built):
@@ -44,3 +44,25 @@ def test_a_second_build_in_the_same_folder_is_refused_and_the_first_finishes(med
     counts, _ = campaign(media, "two_runs", "--reference", str(built))
     assert counts["second_refused_one_line"], counts
     assert counts["first_completed"] and counts["first_identical"], counts
+
+
+def test_snakemakes_lock_left_by_a_killed_build_is_removed_by_the_next(media, tmp_path):
+    """A build killed with -9 leaves Snakemake's lock files (which would refuse every later
+    run until `--unlock`); no build holds the folder, so the next run removes them."""
+    project = make_project(tmp_path / "project", pair_config())
+    locks = project / ".snakemake/locks"
+    locks.mkdir(parents=True)
+    (locks / "0.input.lock").write_text(str(project / "media/woman_a.mp4"))
+    (locks / "0.output.lock").write_text(str(project / "results/frames"))
+    proc = snakemake(project, "results/download/woman_a-d517e9")
+    assert "removed Snakemake's lock left by a build that was killed" in proc.stderr
+    assert not (locks.exists() and list(locks.iterdir())) and (project / "results/download/woman_a-d517e9").is_dir()
+
+
+def test_media_people_really_have_work_or_are_refused_in_one_line(media, built):
+    """A phone clip (turned by metadata, variable frame rate, two audio tracks) and photos
+    of mixed sizes come out right; sound only, empty, cut short, random bytes and 1x1 are
+    refused in one line naming the file (benchmarks/fault_media.py)."""
+    counts, problems = campaign(media, "media", "--reference", str(built))
+    assert counts["wrong"] == counts["tracebacks"] == 0, (counts, problems)
+    assert (counts["worked"], counts["refused_one_line"]) == (2, 6), counts

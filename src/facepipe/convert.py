@@ -103,16 +103,19 @@ def range_keyframes(ranges: list | None, count: int) -> list[int]:
 
 class Layout:
     """The output picture: the swapped frame, or original | swapped side by side with
-    captions; scaled by `convert.output_scale` (to even sizes, as yuv420p needs)."""
+    captions; scaled by `convert.output_scale`, a video's to even sizes (as yuv420p
+    needs), a photo's to the nearest pixel (an odd-sized photo keeps its size)."""
 
-    def __init__(self, settings: ConvertSettings, captions: tuple[str, str]):
+    def __init__(self, settings: ConvertSettings, captions: tuple[str, str], even: bool = True):
         self.side_by_side = settings.side_by_side
         self.scale = settings.output_scale
         self.captions = captions
+        self.step = 2 if even else 1
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         width *= 2 if self.side_by_side else 1
-        return max(2, round(width * self.scale / 2) * 2), max(2, round(height * self.scale / 2) * 2)
+        step = self.step
+        return max(step, round(width * self.scale / step) * step), max(step, round(height * self.scale / step) * step)
 
     def __call__(self, original: np.ndarray, swapped: np.ndarray) -> np.ndarray:
         frame = np.concatenate([original, swapped], axis=1) if self.side_by_side else swapped
@@ -280,7 +283,7 @@ def run(*, frames_dir: str | Path, faces_dir: str | Path, model_dir: str | Path,
 
     swapper = Swapper(model, target_side, settings.batch_size)
     tags = tagging.SYNTHETIC_TAGS if settings.tag_synthetic else {}
-    layout = Layout(settings, ("original", f"{swap_from} as {people[target_side]}"))
+    layout = Layout(settings, ("original", f"{swap_from} as {people[target_side]}"), even=not photos)
     model_view = (info["model"]["resolution"], info["coverage"])
     size = None if photos else layout.output_size(index["width"], index["height"])
     if photos:

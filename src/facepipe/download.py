@@ -68,6 +68,16 @@ def _copy_photos(folder: Path, tmp: Path) -> list[str]:
     return kept
 
 
+# RetinaFace's smallest faces (its smallest anchors): a smaller picture cannot show one.
+MIN_SIDE = 16
+
+
+def _check_picture(video: media.VideoInfo, location: str) -> None:
+    if min(video.width, video.height) < MIN_SIDE:
+        raise FacepipeError(f"download: {location}: the picture is only {video.width}x{video.height} px, too small to "
+                            f"show a face (faces are found from {MIN_SIDE} px); give the video at its full size")
+
+
 def run(*, location: str, kind: str, source_id: str, out_dir: str | Path, settings: DownloadSettings) -> dict:
     with atomic_dir(out_dir) as tmp:
         if kind == "url":
@@ -76,7 +86,7 @@ def run(*, location: str, kind: str, source_id: str, out_dir: str | Path, settin
             src = Path(location)
             if not src.is_file():
                 raise FacepipeError(f"download: {location}: file not found")
-            media.probe(src)  # refuse a non-video before copying it
+            _check_picture(media.probe(src), location)  # refuse a non-video before copying it
             path = tmp / f"video{src.suffix.lower()}"
             shutil.copy2(src, path)
             info = {"id": source_id, "title": src.stem, "path": location}
@@ -88,6 +98,7 @@ def run(*, location: str, kind: str, source_id: str, out_dir: str | Path, settin
         info = {"source": location, "kind": kind, **info}
         if kind != "photos":
             probe = media.probe(path)
+            _check_picture(probe, location)
             info.update(file=path.name, width=probe.width, height=probe.height, fps=probe.fps_text,
                         has_audio=probe.has_audio)
             info["duration"] = info.get("duration") or probe.duration

@@ -20,6 +20,12 @@ from .errors import FacepipeError
 HEAD_MODEL = np.array([(0.0, 0.0, 0.0), (0.0, -330.0, -65.0), (-225.0, 170.0, -135.0),
                        (225.0, 170.0, -135.0), (-150.0, -150.0, -125.0), (150.0, -150.0, -125.0)])
 HEAD_POINTS = [30, 8, 36, 45, 48, 54]
+# RetinaFace looks at a frame with at most this short side (scaled down), and a frame
+# well above COARSE_SHORT_SIDE also at that size, for faces of LARGE_FACE px or more
+# (Detector.__call__).
+DETECT_SHORT_SIDE = 2160
+COARSE_SHORT_SIDE = 480
+LARGE_FACE = 640
 
 
 @dataclasses.dataclass
@@ -66,9 +72,33 @@ class Detector:
         return self._anchors[width, height]
 
     def __call__(self, bgr: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """Boxes (x0, y0, x1, y1, clipped to the image) and scores of a BGR image, best first."""
+        """Boxes (x0, y0, x1, y1, clipped to the image) and scores of a BGR image, best first.
+
+        A frame whose short side is over DETECT_SHORT_SIDE is looked at scaled down to it
+        (an 8K frame at full size took 7 GB and 4 s a frame).
+        RetinaFace's largest anchors are 512 px: a face much larger than that comes out
+        as a box around part of it, so a large frame is also looked at small
+        (COARSE_SHORT_SIDE), and the faces that it finds larger than LARGE_FACE take the
+        place of what the first look found inside them."""
+        height, width = bgr.shape[:2]
+        scale = min(1.0, DETECT_SHORT_SIDE / min(height, width))
+        found = self._detect(bgr, scale)
+        if min(height, width) * scale > 1.5 * COARSE_SHORT_SIDE:
+            large = [(box, score) for box, score in self._detect(bgr, COARSE_SHORT_SIDE / min(height, width))
+                     if max(box[2] - box[0], box[3] - box[1]) * scale >= LARGE_FACE]
+            if large:
+                found = [(box, score) for box, score in found
+                         if not any(_mostly_inside(box, other) for other, _ in large)] + large
+        return sorted(found, key=lambda b: -b[1])
+
+    def _detect(self, bgr: np.ndarray, scale: float) -> list[tuple[np.ndarray, float]]:
+        """RetinaFace on `bgr` scaled by `scale` (at most 1); boxes in `bgr`'s pixels."""
         from retinaface.postprocess import V_C, V_S
 
+        full_height, full_width = bgr.shape[:2]
+        if scale < 1:
+            bgr = cv2.resize(bgr, (max(1, round(full_width * scale)), max(1, round(full_height * scale))),
+                             interpolation=cv2.INTER_AREA)
         height, width = bgr.shape[:2]
         # The network's input: BGR minus the channel means, NCHW float32.
         blob = cv2.dnn.blobFromImage(bgr, 1.0, None, (104, 117, 127), swapRB=False)
@@ -86,8 +116,18 @@ class Detector:
             x, y, w, h = xywh[i]
             x0, y0, x1, y1 = max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)
             if x1 - x0 >= 8 and y1 - y0 >= 8:
-                boxes.append((np.array([x0, y0, x1, y1]), float(scores[i])))
-        return sorted(boxes, key=lambda b: -b[1])
+                box = np.array([x0, y0, x1, y1])
+                if scale < 1:
+                    box = np.minimum(box / scale, [full_width, full_height, full_width, full_height])
+                boxes.append((box, float(scores[i])))
+        return boxes
+
+
+def _mostly_inside(box: np.ndarray, other: np.ndarray) -> bool:
+    """Whether more than half of `box` lies within `other`."""
+    width = min(box[2], other[2]) - max(box[0], other[0])
+    height = min(box[3], other[3]) - max(box[1], other[1])
+    return width > 0 and height > 0 and width * height > 0.5 * (box[2] - box[0]) * (box[3] - box[1])
 
 
 @functools.cache

@@ -44,7 +44,7 @@ def run(*, download_dir: str | Path, out_dir: str | Path, settings: FramesSettin
             rate = video.fps if fps is None else Fraction(fps).limit_denominator(1001)
             expected = (duration or max(video.duration - (start or 0), 0)) * float(rate)
             problems: list[str] = []
-            for frame in tqdm(media.read_frames(video, start, duration, None if fps is None else rate, problems),
+            for frame in tqdm(media.read_frames(video, start, duration, rate, problems),
                               total=round(expected) or None, desc=f"frames {Path(out_dir).name}", unit="frame"):
                 files.append(frames_index.frame_name(len(files)))
                 media.write_image(tmp / files[-1], frame, jpeg_quality)

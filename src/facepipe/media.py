@@ -60,16 +60,20 @@ def probe(path: str | Path) -> VideoInfo:
     path = str(path)
     if not Path(path).is_file():
         raise FacepipeError(f"{path}: file not found")
-    proc = subprocess.run([FFMPEG, "-hide_banner", "-i", path], capture_output=True, text=True)
+    if Path(path).stat().st_size == 0:
+        raise FacepipeError(f"{path}: empty file (0 bytes), as a failed copy or download leaves; copy or download "
+                            "it again")
+    proc = subprocess.run([FFMPEG, "-hide_banner", "-i", path], capture_output=True, text=True, errors="replace")
     text = proc.stderr
-    video = re.search(r"Stream #\d+:\d+.*?: Video: .*?, (\d{2,5})x(\d{2,5})[, \[]", text)
+    # The first picture stream: any size (a 1x1 video too), not an audio file's cover art.
+    video = re.search(r"^ *Stream #\d+:\d+.*?: Video: (?!.*\(attached pic\)).*?, (\d+)x(\d+)[, \[]", text,
+                      re.MULTILINE)
     if not video:
-        reason = text.strip().splitlines()[-1] if text.strip() else "unreadable"
-        raise FacepipeError(f"{path}: not a readable video ({reason}); give a video file such as mp4")
+        _refuse_unreadable(path, text)
     width, height = int(video.group(1)), int(video.group(2))
     stream_line = text[video.start(): text.find("\n", video.start())]
-    rate = re.search(r"([\d.]+k?) fps", stream_line) or re.search(r"([\d.]+k?) tbr", stream_line)
-    fps = parse_fps(rate.group(1)) if rate else Fraction(25)
+    average, nominal = (re.search(rf"([\d.]+k?) {unit}", stream_line) for unit in ("fps", "tbr"))
+    fps = _reading_rate(average and parse_fps(average.group(1)), nominal and parse_fps(nominal.group(1)))
     rotation = re.search(r"rotation of (-?[\d.]+) degrees", text)
     if rotation and round(abs(float(rotation.group(1)))) % 180 == 90:
         width, height = height, width
@@ -86,6 +90,33 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(path, width, height, fps, duration, has_audio, tags)
 
 
+def _reading_rate(average: Fraction | None, nominal: Fraction | None) -> Fraction:
+    """The rate a video is read at (`read_frames`): its average (frames over duration),
+    or its nominal rate (ffmpeg's tbr) when the two are within 1%: a constant-rate video
+    whose average is a little off (from its last frame's length, say) would otherwise be
+    resampled to a rate such as 30.25 fps. A variable-rate video keeps its average (a
+    phone's stretches of 30, 24 and 15 fps average 21 fps; its tbr is its time base's 120)."""
+    if average and nominal and abs(average - nominal) <= nominal / 100:
+        return nominal
+    return average or nominal or Fraction(25)
+
+
+def _refuse_unreadable(path: str, text: str) -> None:
+    """Say why ffmpeg found no picture in `path` (its messages `text`), and what to do."""
+    if re.search(r"^ *Stream #\d+:\d+.*?: Audio:", text, re.MULTILINE):
+        art = " with cover art" if "attached pic" in text else ""
+        raise FacepipeError(f"{path}: sound only, no picture (an audio file{art}); give a video file such as mp4")
+    if "misdetection possible" in text:  # ffmpeg's best guess at a format was a wild one
+        raise FacepipeError(f"{path}: not a readable video: ffmpeg recognises no format in it; give a video file such as "
+                            "mp4")
+    if "moov atom not found" in text:
+        raise FacepipeError(f"{path}: incomplete video (its index, the moov atom, is missing), as a download or "
+                            "recording cut short leaves it; download or copy it again, or record it to the end")
+    lines = [line.split("] ", 1)[-1] for line in text.strip().splitlines() if "At least one output file" not in line]
+    reason = lines[-1] if lines else "unreadable"
+    raise FacepipeError(f"{path}: not a readable video ({reason}); give a video file such as mp4")
+
+
 def _trimmed_input(path: str, start: float | None, duration: float | None):
     kwargs = {}
     if start:
@@ -97,13 +128,17 @@ def _trimmed_input(path: str, start: float | None, duration: float | None):
 
 def read_frames(info: VideoInfo, start: float | None = None, duration: float | None = None,
                 fps: float | Fraction | None = None, problems: list[str] | None = None) -> Iterator[np.ndarray]:
-    """Decode RGB frames of `info.path`, optionally trimmed and resampled to `fps`.
+    """Decode RGB frames of `info.path`, optionally trimmed, on the constant-rate
+    timeline of `fps` (default: the video's own rate, `info.fps`): frame i is the
+    picture shown at time i / fps, so it stays in sync with the sound. A
+    variable-rate video (a phone's) has its frames repeated or dropped to that rate;
+    left to itself, ffmpeg would resample it to its time base's rate (120 fps for a
+    phone's 30 fps video that dropped to 24 and 15 in places).
 
     Damaged data that ffmpeg can conceal does not stop decoding (the timeline, and so
     the sync with the audio, stays whole); its error messages go to `problems`."""
     stream = _trimmed_input(info.path, start, duration).video
-    if fps is not None:
-        stream = stream.filter("fps", fps=str(fps))
+    stream = stream.filter("fps", fps=str(info.fps if fps is None else fps))
     args = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24").compile(cmd=FFMPEG)
     # ffmpeg's messages go to a file: a pipe nobody reads while frames flow would fill
     # up on a badly damaged video and stall both processes.
