@@ -68,6 +68,7 @@ from fault_media import media_part  # noqa: E402
 BIN = Path(sys.executable).parent
 CONFIG = "config/config.yaml"
 PARAMS = "params.yaml"
+TRACEBACK = "Traceback (most recent call last)"
 # A dry run that takes longer than this has hung (a huge document, an alias bomb).
 DRY_RUN_LIMIT = 120
 
@@ -251,7 +252,7 @@ def judge(code: int | None, output: str, file: str) -> tuple[str, str]:
     errors = [line for line in output.splitlines() if line.startswith("facepipe") and "error:" in line]
     if code is None:
         return "hung", ""
-    if "Traceback (most recent call last)" in output:
+    if TRACEBACK in output:
         return "traceback", output[-1500:]
     if code == 0:
         return "accepted", ""
@@ -433,7 +434,9 @@ def kill_trial(project: Path, reference: dict[str, bytes], job: Job, signal_name
     rerun = subprocess.run([str(BIN / "snakemake"), "--cores", "2", target], cwd=project, capture_output=True,
                            text=True, timeout=RERUN_LIMIT)
     output = rerun.stdout + rerun.stderr
+    interrupted = (project / "interrupted.log").read_text(errors="replace")
     result = {"rule": job.rule, "signal": signal_name, "landed": landed, "completed": rerun.returncode == 0,
+              "traceback": TRACEBACK in interrupted + output,
               "identical": snapshot(project, job.outputs) == reference, "half_written": half_written,
               "processes_left": len(left), "temporary_left": sorted(temporary_files(project) - temporary_before)}
     if checkpoints and landed:
@@ -494,6 +497,7 @@ def kills(work: Path, reference_project: Path, per_stage: int, seed: int, stages
     return {"trials": len(trials), "landed": sum(t["landed"] for t in trials),
             "completed": sum(t["completed"] for t in trials), "identical": sum(t["identical"] for t in trials),
             "half_written": sum(len(t["half_written"]) for t in trials),
+            "tracebacks": sum(t["traceback"] for t in trials),
             "processes_left": sum(t["processes_left"] for t in trials),
             "temporary_left": sum(len(t["temporary_left"]) for t in trials),
             "training_kills": len(lost), "training_steps_lost_max": max(lost, default=0),
@@ -552,6 +556,7 @@ def full_disk(work: Path, reference_project: Path, media: Path, stage: str) -> d
                 "refused_one_line": code not in (0, None) and len(errors) == 1 and str(results) in errors[0]
                 and "MB free" in errors[0], "said": errors[:2],
                 "earlier_damaged": sum(after.get(name) != data for name, data in before.items()),
+                "traceback": TRACEBACK in output + rerun_output,
                 "rerun_completed": rerun == 0,
                 "rerun_identical": snapshot(project, job.outputs) == snapshot(reference_project, job.outputs),
                 **({} if rerun == 0 else {"rerun_error": rerun_output[-1500:]})}
@@ -565,6 +570,7 @@ def full_disks(work: Path, reference_project: Path, media: Path, stages: list[st
         print(f"full disk: {json.dumps(trial)[:800]}", file=sys.stderr)
     return {"stages": len(trials), "refused_one_line": sum(t["refused_one_line"] for t in trials),
             "earlier_damaged": sum(t["earlier_damaged"] for t in trials),
+            "tracebacks": sum(t["traceback"] for t in trials),
             "rerun_completed": sum(t["rerun_completed"] for t in trials),
             "rerun_identical": sum(t["rerun_identical"] for t in trials),
             "per_stage": {t["stage"]: t["said"][0][:300] if t["said"] else None for t in trials}}
@@ -588,7 +594,7 @@ def two_runs(work: Path, reference_project: Path, seed: int) -> dict:
     return {"second_refused_one_line": code not in (0, None) and len(refusal) == 1
             and refusal[0].startswith("facepipe: error:") and "another build is running" in refusal[0],
             "second_seconds": round(time.monotonic() - started, 1), "second_said": refusal[-1:],
-            "first_completed": first.returncode == 0,
+            "first_completed": first.returncode == 0, "tracebacks": (TRACEBACK in output) + (TRACEBACK in first_output),
             "first_identical": snapshot(project, job.outputs) == snapshot(reference_project, job.outputs),
             **({} if first.returncode == 0 else {"first_error": first_output[-1500:]})}
 
@@ -609,10 +615,10 @@ def main() -> None:
     results: dict = {"seed": args.seed, "small": args.small}
     with tempfile.TemporaryDirectory(prefix="facepipe-faults-") as tmp:
         work = Path(tmp)
-        if "fuzz" in args.parts.split(","):
+        parts = set(args.parts.split(","))
+        if "fuzz" in parts:
             count = args.mutations or (16 if args.small else 300)
             results["fuzz"] = fuzz(work, args.media.resolve(), count, args.seed, args.workers, build=not args.small)
-        parts = set(args.parts.split(","))
         reference = args.reference or (build_reference(work, args.media.resolve())
                                        if parts & {"kills", "disk", "media", "two_runs"} else None)
         if parts & {"kills", "two_runs"}:
