@@ -490,7 +490,10 @@ def kills(work: Path, reference_project: Path, per_stage: int, seed: int, stages
             for _ in range(per_stage):
                 job = rng.choice(jobs[rule])
                 reference = snapshot(reference_project, job.outputs)
-                trial = kill_trial(project, reference, job, signal_name, rng.random(), training)
+                for _attempt in range(3):  # a moment after the job ended: another
+                    trial = kill_trial(project, reference, job, signal_name, rng.random(), training)
+                    if trial["landed"]:
+                        break
                 print(f"kills: {rule} {signal_name}: {json.dumps(trial)[:600]}", file=sys.stderr)
                 trials.append(trial)
     lost = [t["steps_lost"] for t in trials if "steps_lost" in t]

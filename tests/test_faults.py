@@ -5,9 +5,12 @@ parts that interrupt a build start from the session's woman_a <-> woman_b build.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
+import time
 
-from conftest import ROOT, make_project, pair_config, run, snakemake
+from conftest import BIN, ROOT, env, make_project, pair_config, run, snakemake
 
 
 def campaign(media, part: str, *args: str) -> tuple[dict, str]:
@@ -66,3 +69,27 @@ def test_media_people_really_have_work_or_are_refused_in_one_line(media, built):
     counts, problems = campaign(media, "media", "--reference", str(built))
     assert counts["wrong"] == counts["tracebacks"] == 0, (counts, problems)
     assert (counts["worked"], counts["refused_one_line"]) == (2, 6), counts
+
+
+def test_a_killed_detect_says_nothing_more_and_its_leftovers_go_with_the_next_run(built, tmp_path):
+    """Found by the campaign: kill -9 of detect made its worker processes print
+    tracebacks (their pipe to it broken), and left its temporary folder beside the output
+    for ever. Now the workers leave quietly and the next run of the stage removes what a
+    dead writer left."""
+    frames = built / "results/frames/people/woman_a/woman_a-d517e9"
+    command = [str(BIN / "facepipe"), "detect", "--frames", str(frames), "--out", str(tmp_path / "faces"),
+               "--threads", "2"]
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=built, stdout=out, stderr=subprocess.STDOUT, env=env())
+    while not re.search(r" [1-9]\d*/\d+ \[", log.read_text()):
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    time.sleep(2)  # the workers notice
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".faces.")]
+    assert left and "Traceback" not in log.read_text(), (left, log.read_text()[-2000:])
+    run(command, built)
+    assert (tmp_path / "faces/alignments.json").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".faces.")]

@@ -67,6 +67,8 @@ def _serve(conn, min_score: float, crop_size: int) -> None:
                 conn.send(("crops", chunk, encoded))
             else:
                 return
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the main process is gone (killed): no one to report to
     except Exception as exc:  # the main process reports it as one line
         conn.send(("error", None, f"{type(exc).__name__}: {exc}"))
 
