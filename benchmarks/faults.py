@@ -43,6 +43,7 @@ import argparse
 import collections
 import concurrent.futures
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -399,7 +400,7 @@ def kill_trial(project: Path, reference: dict[str, bytes], job: Job, signal_name
     while seen is None and proc.poll() is None and time.monotonic() < deadline:
         seen = job_process(session, job.rule)
         time.sleep(0.02)
-    landed, reached, saved = False, 0, []
+    landed, reached, saved, seen_at = False, 0, [], time.monotonic()
     if seen is not None:
         # At a moment of the job's reference run; once its progress bar shows, at an item
         # of it instead, or (past the last) while it writes its outputs.
@@ -412,10 +413,12 @@ def kill_trial(project: Path, reference: dict[str, bytes], job: Job, signal_name
             at = first + 1 + int(moment * (bar[1] - first + 1))
             while seen.is_running() and progress(project, job)[0] < min(at, bar[1]):
                 time.sleep(0.02)
+        checked_at = time.monotonic()  # for a missed moment: the job had ended by then
         if seen.is_running() and proc.poll() is None:
             landed = True
             if checkpoints:
-                reached, saved = progress(project, job)[0], saved_steps(checkpoints)
+                bar_now = progress(project, job)
+                reached, saved = bar_now[0] if bar_now else first, saved_steps(checkpoints)
             if signal_name == "SIGKILL":
                 seen.kill()
             else:
@@ -436,6 +439,7 @@ def kill_trial(project: Path, reference: dict[str, bytes], job: Job, signal_name
     output = rerun.stdout + rerun.stderr
     interrupted = (project / "interrupted.log").read_text(errors="replace")
     result = {"rule": job.rule, "signal": signal_name, "landed": landed, "completed": rerun.returncode == 0,
+              "job_seconds": None if landed or seen is None else round(checked_at - seen_at, 2),
               "traceback": TRACEBACK in interrupted + output,
               "identical": snapshot(project, job.outputs) == reference, "half_written": half_written,
               "processes_left": len(left), "temporary_left": sorted(temporary_files(project) - temporary_before)}
@@ -490,10 +494,11 @@ def kills(work: Path, reference_project: Path, per_stage: int, seed: int, stages
             for _ in range(per_stage):
                 job = rng.choice(jobs[rule])
                 reference = snapshot(reference_project, job.outputs)
-                for _attempt in range(3):  # a moment after the job ended: another
+                for _attempt in range(3):  # a moment after the job ended: another, within its measured run
                     trial = kill_trial(project, reference, job, signal_name, rng.random(), training)
                     if trial["landed"]:
                         break
+                    job = dataclasses.replace(job, seconds=trial["job_seconds"] or job.seconds)
                 print(f"kills: {rule} {signal_name}: {json.dumps(trial)[:600]}", file=sys.stderr)
                 trials.append(trial)
     lost = [t["steps_lost"] for t in trials if "steps_lost" in t]
@@ -611,6 +616,7 @@ def main() -> None:
                         help="comma-separated: fuzz, kills, disk, media, two_runs")
     parser.add_argument("--reference", type=Path, help="an uninterrupted build of the tests' tiny woman_a <-> woman_b "
                         "project (tests/conftest.py); without it, one is built first")
+    parser.add_argument("--stages", default=",".join(STAGES), help="the stages the kills part interrupts")
     parser.add_argument("--kills", type=int, help="interruptions of each kind per stage (default 5, or 1 with --small)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mutations", type=int, help="how many (default 300, or 16 with --small)")
@@ -628,7 +634,7 @@ def main() -> None:
             copy_reference(reference.resolve(), work / "kills", args.media.resolve())
         if "kills" in parts:
             # Small: kill -9 of a training (tests/test_train.py has its Ctrl-C).
-            stages, signals = (["train"], ("SIGKILL",)) if args.small else (STAGES, ("SIGKILL", "SIGINT"))
+            stages, signals = (["train"], ("SIGKILL",)) if args.small else (args.stages.split(","), ("SIGKILL", "SIGINT"))
             per_stage = args.kills or (1 if args.small else 5)
             results["kills"] = kills(work, reference.resolve(), per_stage, args.seed, stages, signals)
         if "disk" in parts:
