@@ -443,11 +443,13 @@ def kill_trial(project: Path, reference: dict[str, bytes], job: Job, signal_name
               "traceback": TRACEBACK in interrupted + output,
               "identical": snapshot(project, job.outputs) == reference, "half_written": half_written,
               "processes_left": len(left), "temporary_left": sorted(temporary_files(project) - temporary_before)}
-    if checkpoints and landed:
+    if checkpoints and landed and re.search(r"^(local)?rule train:$", output, re.MULTILINE):
         resumed = re.search(r"resuming from step (\d+) of", output)
         resumed_from = int(resumed[1]) if resumed else 0
         result.update(step_reached=reached, resumed_from=resumed_from, steps_lost=max(0, reached - resumed_from),
                       resumed_from_latest=resumed_from >= max(saved, default=0))
+    elif checkpoints and landed:  # the interrupted job had finished its training: nothing to redo
+        result.update(step_reached=reached, steps_lost=0, resumed_from_latest=True, finished_before_stopping=True)
     if rerun.returncode != 0:
         result["rerun_error"] = output[-1500:]
     return result
