@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import yaml
+
 from conftest import BIN, ROOT, env, make_project, pair_config, run, snakemake
 
 
@@ -93,3 +95,26 @@ def test_a_killed_detect_says_nothing_more_and_its_leftovers_go_with_the_next_ru
     run(command, built)
     assert (tmp_path / "faces/alignments.json").is_file()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".faces.")]
+
+
+def test_a_disk_too_full_for_the_next_checkpoint_is_one_line_without_tracebacks(built, tmp_path):
+    """Found by the campaign: a checkpoint save meeting a full disk was one line after
+    some 80 tracebacks from orbax's writer threads. The space a checkpoint needs is now
+    checked before it is written."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], check=True)
+    try:
+        params = yaml.safe_load((built / "params.yaml").read_text())
+        params["train"].update(steps=10, save_every=5)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        proc = run([str(BIN / "facepipe"), "train", "--params", str(tmp_path / "params.yaml"),
+                    "--a", str(built / "results/datasets/woman_a"), "--b", str(built / "results/datasets/woman_b"),
+                    "--out", str(disk / "model"), "--checkpoints", str(disk / "checkpoints")], tmp_path, check=False)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    output = proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert last.startswith(f"facepipe train: error: {disk}/checkpoints: no space left on the file system at {disk}")
+    assert re.search(r"needs about \d+\.\d MB there", last), last

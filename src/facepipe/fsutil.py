@@ -111,10 +111,11 @@ def _note_written(exc: BaseException, tmp: Path) -> None:
         exc.written_bytes = max(getattr(exc, "written_bytes", 0), size)  # an outer folder holds an inner file
 
 
-def no_space_message(path: str | os.PathLike, written: int | None) -> str:
-    """What to say when the disk under `path` filled up: the file system, its size, and
-    the space the stage needs (more than it had written when the disk filled, or more
-    than is free now that its partial output is gone)."""
+def no_space_message(path: str | os.PathLike, written: int | None = None, needed: int | None = None) -> str:
+    """What to say when the disk under `path` filled up (or would): the file system, its
+    size, and the space the stage needs (what its next file takes, or more than it had
+    written when the disk filled, or more than is free now that its partial output is
+    gone)."""
     path = Path(path).absolute()
     mount = next(p for p in [path, *path.parents] if p.exists())
     while not os.path.ismount(mount):
@@ -123,7 +124,8 @@ def no_space_message(path: str | os.PathLike, written: int | None) -> str:
              if line.split()[1] == str(mount)] if Path("/proc/mounts").exists() else []
     stat = os.statvfs(mount)
     free, total = stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
-    need = (f"more than the {written / 1e6:.1f} MB it had written when it filled up" if written else
+    need = (f"about {needed / 1e6:.1f} MB there for what it writes next" if needed else
+            f"more than the {written / 1e6:.1f} MB it had written when it filled up" if written else
             f"more than the {free / 1e6:.1f} MB free there now")
     return (f"{path}: no space left on the file system at {mount} ({kinds[-1] if kinds else 'unknown type'}, "
             f"{total / 1e6:.1f} MB, {free / 1e6:.1f} MB free): this stage needs {need}; free space there (or put "

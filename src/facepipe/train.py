@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import shutil
 import signal
@@ -39,7 +40,7 @@ from tqdm import tqdm
 from . import align, devices, figures, hosts, media, stage_code, tagging
 from .errors import FacepipeError
 from .formats import model_folder
-from .fsutil import atomic_path, write_json
+from .fsutil import atomic_path, no_space_message, out_of_space, write_json
 from .input_pipeline import augment, center_faces, load_faces
 from .losses import image_loss
 from .models import FaceSwapModel, ModelSettings, load_weights, reconstruct
@@ -242,6 +243,18 @@ def fingerprint(settings: TrainSettings, dataset_dirs: list[Path], start: tuple[
     return h.hexdigest()[:16]
 
 
+class _FullDiskSaid(logging.Filter):
+    """orbax reports a full disk from its writer threads with a traceback (absl's
+    logger); the same error reaches the save, and the stage says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (out_of_space(record.exc_info[1] if record.exc_info else None)
+                    or "No space left on device" in record.getMessage())
+
+
+logging.getLogger("absl").addFilter(_FullDiskSaid())
+
+
 class Checkpoints:
     """Orbax CheckpointManager over the training state (model and optimizer), the step,
     the batches' RNG key and the loss history. Each save is atomic (orbax commits a step
@@ -284,6 +297,11 @@ class Checkpoints:
         if step in self.manager.all_steps():
             return
         state, key = trainer.checkpoint()
+        # Checked first: orbax met with a full disk midway leaves its writers' tracebacks.
+        needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state)) + (1 << 20)
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            raise FacepipeError(no_space_message(self.directory, needed=needed))
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave({**meta, "key": key})), force=True)
         self.manager.wait_until_finished()
