@@ -91,12 +91,13 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def _reading_rate(average: Fraction | None, nominal: Fraction | None) -> Fraction:
-    """The rate a video is read at (`read_frames`): its average (frames over duration),
-    or its nominal rate (ffmpeg's tbr) when the two are within 1%: a constant-rate video
-    whose average is a little off (from its last frame's length, say) would otherwise be
-    resampled to a rate such as 30.25 fps. A variable-rate video keeps its average (a
-    phone's stretches of 30, 24 and 15 fps average 21 fps; its tbr is its time base's 120)."""
-    if average and nominal and abs(average - nominal) <= nominal / 100:
+    """The rate a video is read at (`read_frames`): its nominal rate (ffmpeg's tbr),
+    unless that is well above its average (frames over duration), as a variable-rate
+    video's is (a phone's stretches of 30, 24 and 15 fps average 21 fps; its tbr is its
+    time base's 120): then its average. A constant-rate video whose average is off (a
+    short last frame: 30.25 fps; a damaged stretch; a GIF's centisecond delays: 33.33)
+    keeps its nominal rate."""
+    if nominal and (not average or nominal <= average * Fraction(6, 5)):
         return nominal
     return average or nominal or Fraction(25)
 
