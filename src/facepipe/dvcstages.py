@@ -92,7 +92,7 @@ def _command(shellcmd: str) -> str:
     """The job's command, run by this environment's interpreter, without its logging
     (Snakemake's business), the srun starting it on a cluster's nodes (train.hosts > 1:
     a stage on one machine starts one process) and extra spaces."""
-    command = " ".join(re.sub(r"\s+2>&1 \| tee \S+$", "", shellcmd).split())
+    command = " ".join(re.sub(r"\s+2>&1 \| tee (-i )?\S+$", "", shellcmd).split())
     command = re.sub(r"^srun( --\S+)* ", "", command)
     return f"{shlex.quote(dvc_python())} -m {command}"
 
