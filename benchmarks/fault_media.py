@@ -1,8 +1,8 @@
 """The fault campaign's media part: media people really have, through the real product.
 
-`media_part(work, media, reference, small, seed)` makes each faulty medium with ffmpeg
-(seeded where random) in `work`, names each as a swap's video in a copy of `reference`
-(a built facepipe project with the trained woman_a <-> woman_b model, left untouched),
+`media_part(work, media, project, small, seed)` makes each faulty medium with ffmpeg
+(seeded where random) in `work`, names each as a swap's video in `project` (a copy of
+a built facepipe project with the trained woman_a <-> woman_b model),
 runs real `snakemake` for all their outputs at once (the 10-hour video in a run of its
 own, to time it), and judges each case:
 
@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -405,7 +404,8 @@ def judge(project: Path, case: Case, output: str) -> tuple[str, str, dict]:
     return ("worked" if ok else "wrong"), reason, figures
 
 
-def media_part(work: Path, media: Path, reference: Path, small: bool, seed: int) -> dict:
+def media_part(work: Path, media: Path, project: Path, small: bool, seed: int) -> dict:
+    """`project`: a copy of the reference build to add the swaps to (faults.copy_reference)."""
     started = time.monotonic()
     rng = random.Random(seed)
     made = work / "media"
@@ -423,10 +423,6 @@ def media_part(work: Path, media: Path, reference: Path, small: bool, seed: int)
         long_case = make_ten_hour(made, media, rng)
     media_s = time.monotonic() - started
 
-    project = work / "project"
-    # Not its DVC repository: each successful run would record every output there (slow).
-    shutil.copytree(reference, project, symlinks=True, copy_function=shutil.copy2,
-                    ignore=lambda folder, names: {".dvc", ".git"} & set(names) if Path(folder) == reference else set())
     config = yaml.safe_load((project / "config/config.yaml").read_text())
     for case in cases + [long_case] * (long_case is not None):
         swap = {"pair": PAIR, "video": str(case.path), "from": PERSON}

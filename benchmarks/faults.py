@@ -592,7 +592,7 @@ def two_runs(work: Path, reference_project: Path, seed: int) -> dict:
     """A build (one of its jobs forced) and, while it runs, a second `snakemake` in the
     same folder: the second must be refused in one line, the first finish unharmed."""
     project = work / "kills"
-    job = random.Random(seed).choice([j for j in reference_jobs(reference_project)["evaluate"]])
+    job = random.Random(seed).choice(reference_jobs(reference_project)["evaluate"])
     first = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--force", job.outputs[0]], cwd=project,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while job_process(psutil.Process(first.pid), job.rule) is None and first.poll() is None:
@@ -643,7 +643,8 @@ def main() -> None:
             stages = [random.Random(args.seed).choice(DISK_STAGES)] if args.small else DISK_STAGES
             results["disk"] = full_disks(work, reference.resolve(), args.media.resolve(), stages)
         if "media" in parts:
-            results["media"] = media_part(work / "media_part", args.media.resolve(), reference.resolve(), args.small,
+            copy_reference(reference.resolve(), work / "media_project", args.media.resolve())
+            results["media"] = media_part(work / "media_part", args.media.resolve(), work / "media_project", args.small,
                                           args.seed)
         if "two_runs" in parts:
             results["two_runs"] = two_runs(work, reference.resolve(), args.seed)
