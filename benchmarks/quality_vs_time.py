@@ -70,7 +70,7 @@ RATIO_MEASURES = (("held_out_face_mae", -1), ("held_out_face_ssim", 1), ("sharpn
                   ("expression_mouth_correlation", 1), ("identity_within_spread", 1))
 
 
-def prepare(work: Path, media_dir: Path, fps: float) -> dict:
+def prepare(work: Path, media_dir: Path, fps: float) -> None:
     """Builds every dataset and the swap clip's frames and faces with the real workflow."""
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "media").exists():
@@ -98,35 +98,45 @@ def prepare(work: Path, media_dir: Path, fps: float) -> dict:
                                 *targets], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     if build.returncode:
         sys.exit(f"quality_vs_time: building the data failed; see {work / 'snakemake.log'}")
+
+
+def built_data(work: Path) -> dict:
+    """Where `prepare` put the data in `work`, and the params it built them with."""
     os.chdir(work)  # stage outputs name their inputs relative to the project, as Snakemake runs them
     results = work / "results"
     return {"datasets": {p: results / f"datasets/{p}" for p in (*PAIR, *OTHERS)}, "pool": results / "pretrain/faces",
             "frames": results / "frames/swaps/swap", "faces": results / "faces/swaps/swap",
-            "params": params}
+            "params": yaml.safe_load((work / "params.yaml").read_text())}
 
 
 class Measure:
     """Writes a trained model as the train stage would, then scores it as the evaluate
-    stage does: held-out faces, and the swap rendered by the convert stage."""
+    stage does: held-out faces, and unless `held_out_only`, the swap rendered by the
+    convert stage (which needs ffmpeg and dlib's models on the machine)."""
 
-    def __init__(self, data: dict, folder: Path):
-        self.data, self.folder = data, folder
-        self.crop_size = json.loads((data["faces"] / "alignments.json").read_text())["crop_size"]
+    def __init__(self, data: dict, folder: Path, crop_size: int, held_out_only: bool):
+        self.data, self.folder, self.crop_size, self.held_out_only = data, folder, crop_size, held_out_only
         self.convert_settings = dataclasses.replace(section(data["params"], "convert"), max_distance=None)
 
     def __call__(self, trainer: train.Trainer, settings: TrainSettings, precision: str, step: int) -> tuple[dict, list]:
-        model_dir, video, report = self.folder / "model", self.folder / "swap.mp4", self.folder / "swap.json"
+        model_dir = self.folder / "model"
         train.write_model(model_dir, trainer, train.model_info(settings, PAIR, precision, self.crop_size, step, None))
+        return self.score(model_dir)
+
+    def score(self, model_dir: Path) -> tuple[dict, list]:
+        video, report = self.folder / "swap.mp4", self.folder / "swap.json"
         datasets = self.data["datasets"]
         pair, _ = evaluate.evaluate_pair(model_dir, datasets[PAIR[0]], datasets[PAIR[1]])
+        held_out = {f"held_out_{k}": round(float(np.mean([pair[s][k] for s in "ab"])), 5)
+                    for k in ("face_mae", "face_ssim", "mae", "ssim")}
+        if self.held_out_only:
+            return held_out, []
         convert.run(frames_dir=self.data["frames"], faces_dir=self.data["faces"], model_dir=model_dir,
                     source_dataset=datasets[SWAP["from"]], out=video, report_path=report,
                     settings=self.convert_settings, swap_from=SWAP["from"])
         swap, stills = evaluate.evaluate_swap(video, self.data["frames"], self.data["faces"], model_dir,
                                               datasets[SWAP["from"]], datasets[SWAP_TO], list(datasets.values()),
                                               section(self.data["params"], "evaluate"), json.loads(report.read_text()))
-        held_out = {f"held_out_{k}": round(float(np.mean([pair[s][k] for s in "ab"])), 5)
-                    for k in ("face_mae", "face_ssim", "mae", "ssim")}
         return {**held_out, **{k: v for k, v in swap.items() if k not in ("frames", "frames_scored")}}, stills
 
 
@@ -141,7 +151,7 @@ def train_for(label: str, trainer: train.Trainer, settings: TrainSettings, preci
             point, stills = measure(trainer, settings, precision, step)
             curve.append({"minutes": round(elapsed / 60, 2), "step": step, **point})
             print(f"{label}: {elapsed / 60:5.1f} min, step {step}: " + ", ".join(
-                f"{k} {point[k]}" for k, _ in RATIO_MEASURES), file=sys.stderr, flush=True)
+                f"{k} {point[k]}" for k, _ in RATIO_MEASURES if k in point), file=sys.stderr, flush=True)
         if elapsed >= seconds:
             return curve, stills
         started = time.perf_counter()
@@ -153,7 +163,7 @@ def train_for(label: str, trainer: train.Trainer, settings: TrainSettings, preci
 def minutes_to_reach(curve: list[dict], key: str, goal: float, better: int) -> float | None:
     """When the curve reaches `goal` to stay (linear between measured points): a passing
     spike, such as the noise of a fresh model counting as detail, does not count."""
-    reached = [p[key] is not None and better * (p[key] - goal) >= 0 for p in curve]
+    reached = [p.get(key) is not None and better * (p[key] - goal) >= 0 for p in curve]
     if not reached[-1]:
         return None
     first = len(reached) - reached[::-1].index(False) if False in reached else 0
@@ -172,7 +182,7 @@ def ratios(result: dict, budget: float) -> None:
     measure (a) did not improve over its budget has no ratio: its end is no goal."""
     a_curve = result["arms"]["a"]["curve"]
     for key, better in RATIO_MEASURES:
-        goal, start = a_curve[-1][key], a_curve[0][key]
+        goal, start = a_curve[-1].get(key), a_curve[0].get(key)
         if goal is None or start is None or better * (goal - start) <= 0:
             result.setdefault("no_ratio", []).append(key)
             continue
@@ -202,11 +212,28 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/facepipe-quality-vs-time"))
     parser.add_argument("--media", type=Path, default=Path(os.environ.get("FACEPIPE_MEDIA", ROOT.parent / "shared/media")))
     parser.add_argument("--reuse-pretrained", action="store_true", help="keep a pretrained model of an earlier run")
+    parser.add_argument("--no-build", action="store_true",
+                        help="use the data an earlier run built in --work (copied to a machine without the workflow)")
+    parser.add_argument("--held-out-only", action="store_true",
+                        help="measure held-out faces only, not the swap (a machine without ffmpeg or dlib's models)")
+    parser.add_argument("--score", action="store_true",
+                        help="train nothing: score the swap of each arm's last model in --work (trained elsewhere)")
     args = parser.parse_args()
 
-    data = prepare(args.work, args.media.resolve(), args.fps)
+    if not args.no_build:
+        prepare(args.work, args.media.resolve(), args.fps)
+    data = built_data(args.work)
     base = section(load_params(args.work / "params.yaml"), "train")
     faces = [load_faces([data["datasets"][p]]) for p in PAIR]
+    if args.score:
+        scores = {}
+        for arm in args.arms:
+            measure = Measure(data, args.work / f"arm_{arm}", faces[0].shape[1], held_out_only=False)
+            scores[arm], _ = measure.score(measure.folder / "model")
+            scores[arm]["steps"] = json.loads((measure.folder / "model/model.json").read_text())["steps"]
+            print(f"({arm}): {scores[arm]}", file=sys.stderr)
+        print(json.dumps({"cpu": devices.cpu_model(), "scored_on": str(jax.devices()[0]), "arms": scores}))
+        return
     pretrained = args.work / "pretrained"
     result = {"cpu": devices.cpu_model(), "cores": os.cpu_count(), "device": str(jax.devices()[0]), "pair": "/".join(PAIR),
               "swap": f"{SWAP['from']} as {SWAP_TO}, {SWAP['duration']} s", "budget_minutes": args.minutes,
@@ -236,7 +263,7 @@ def main() -> None:
             start_info, weights = train.read_start(pretrained, settings)
             start = (start_info, weights, "both")
         trainer = train.Trainer(*faces, settings, precision, start, people=PAIR)
-        measure = Measure(data, args.work / f"arm_{arm}")
+        measure = Measure(data, args.work / f"arm_{arm}", faces[0].shape[1], args.held_out_only)
         curve, stills[arm] = train_for(f"({arm}) {label}", trainer, settings, precision, args.minutes * 60, measure)
         result["arms"][arm] = {"label": label, "preset": settings.preset, "recipe": settings.recipe,
                                "coverage": settings.coverage, "pretrained": from_pretrained,
@@ -245,13 +272,16 @@ def main() -> None:
         ratios(result, args.minutes)
     panels = []
     for key, _ in RATIO_MEASURES + (("seam", -1),):
+        if key not in result["arms"][args.arms[0]]["final"]:
+            continue  # a swap measure, not taken (--held-out-only)
         series = {f"({arm})": [p[key] if p[key] is not None else np.nan for p in r["curve"]]
                   for arm, r in result["arms"].items()}
         xs = {f"({arm})": [p["minutes"] for p in r["curve"]] for arm, r in result["arms"].items()}
         panels.append(figures.line_plot(xs, series, "minutes", key, size=(720, 240)))
     with open(args.work / "curves.png", "wb") as f:
         f.write(cv2.imencode(".png", cv2.cvtColor(np.concatenate(panels), cv2.COLOR_RGB2BGR))[1].tobytes())
-    media.write_image(args.work / "strip.png", strip(stills))
+    if not args.held_out_only:
+        media.write_image(args.work / "strip.png", strip(stills))
     for arm, r in result["arms"].items():
         print(f"({arm}) {r['label']}:", file=sys.stderr)
         for point in r["curve"]:
