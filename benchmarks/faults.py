@@ -136,9 +136,13 @@ OTHER_VALUES = ["text", 7, -3, 0, 2.5, True, None, [], {}, [1, "x"], {"k": "v"},
 NUMBERS = [-1, 0, -1e9, 1e308, float("inf"), float("-inf"), float("nan"), 2**63, 0.5, 1e-300, -0.0]
 
 
-def mutate(rng: random.Random, canary: Path) -> Mutation:
+KINDS = ("type", "range", "missing", "unknown", "empty", "name", "path", "yaml")
+
+
+def mutate(rng: random.Random, canary: Path, kind: str | None = None) -> Mutation:
+    """A mutation of `kind`, or of a kind drawn at random."""
     config, params = pair_config(), yaml.safe_load((ROOT / PARAMS).read_text())
-    kind = rng.choice(["type", "range", "missing", "unknown", "empty", "name", "path", "yaml"])
+    kind = kind or rng.choice(KINDS)
     file = CONFIG if kind in ("name", "path") else rng.choice([CONFIG, PARAMS])
     data = config if file == CONFIG else params
     if kind == "yaml":
@@ -284,11 +288,14 @@ def try_mutation(project: Path, mutation: Mutation, canary: Path, build: bool) -
     return Outcome(mutation, verdict, injected, line, time.monotonic() - started, built)
 
 
-def fuzz(work: Path, media: Path, count: int, seed: int, workers: int, build: bool) -> dict:
+def fuzz(work: Path, media: Path, count: int, seed: int, workers: int, small: bool) -> dict:
+    """`count` seeded mutations; the small version takes every kind in turn (a few
+    mutations still cover them all) and builds nothing."""
     rng = random.Random(seed)
     canaries = [work / f"canary-{i}" for i in range(workers)]
     projects = [make_project(work / f"fuzz-{i}", media) for i in range(workers)]
-    mutations = [mutate(rng, canaries[i % workers]) for i in range(count)]
+    mutations = [mutate(rng, canaries[i % workers], KINDS[i % len(KINDS)] if small else None) for i in range(count)]
+    build = not small
     outcomes: list[Outcome] = []
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         def job(slot: int) -> list[Outcome]:
@@ -621,15 +628,15 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES), help="the stages the kills part interrupts")
     parser.add_argument("--kills", type=int, help="interruptions of each kind per stage (default 5, or 1 with --small)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--mutations", type=int, help="how many (default 300, or 16 with --small)")
+    parser.add_argument("--mutations", type=int, help="how many (default 300, or one of each kind with --small)")
     args = parser.parse_args()
     results: dict = {"seed": args.seed, "small": args.small}
     with tempfile.TemporaryDirectory(prefix="facepipe-faults-") as tmp:
         work = Path(tmp)
         parts = set(args.parts.split(","))
         if "fuzz" in parts:
-            count = args.mutations or (16 if args.small else 300)
-            results["fuzz"] = fuzz(work, args.media.resolve(), count, args.seed, args.workers, build=not args.small)
+            count = args.mutations or (len(KINDS) if args.small else 300)
+            results["fuzz"] = fuzz(work, args.media.resolve(), count, args.seed, args.workers, args.small)
         reference = args.reference or (build_reference(work, args.media.resolve())
                                        if parts & {"kills", "disk", "media", "two_runs"} else None)
         if parts & {"kills", "two_runs"}:

@@ -24,7 +24,8 @@ def campaign(media, part: str, *args: str) -> tuple[dict, str]:
 def test_fuzzed_configs_and_params_are_planned_or_refused_in_one_line(media):
     counts, problems = campaign(media, "fuzz")
     assert counts["mutations"] == counts["accepted"] + counts["refused_one_line"] + counts["refused_unclear"] \
-        + counts["tracebacks"] + counts["hung"] == 16
+        + counts["tracebacks"] + counts["hung"] == 8
+    assert all(count == 1 for count in counts["kinds"].values()) and len(counts["kinds"]) == 8  # one of each kind
     assert counts["refused_unclear"] == counts["tracebacks"] == counts["hung"] == counts["injections"] == 0, problems
 
 
