@@ -53,7 +53,7 @@ class HostFedTrainer:
     def __init__(self, faces_a: np.ndarray, faces_b: np.ndarray, settings: TrainSettings, precision: str):
         recipe, ms = train.RECIPES[settings.recipe], ModelSettings.from_preset(settings.preset)
         model = FaceSwapModel(ms, dtype=devices.DTYPES[precision], rngs=nnx.Rngs(settings.seed))
-        optimizer = nnx.Optimizer(model, train.optimizer(settings), wrt=nnx.Param)
+        optimizer = nnx.Optimizer(model, train.optimizer_for(settings), wrt=nnx.Param)
         graphdef, self.state = nnx.split((model, optimizer))
         batch = settings.batch_size
 

@@ -46,6 +46,7 @@ import yaml
 
 from facepipe import convert, devices, evaluate, figures, media, train
 from facepipe.config import load_params
+from facepipe.formats import model_folder
 from facepipe.input_pipeline import load_faces
 from facepipe.settings import TrainSettings, section
 
@@ -230,7 +231,7 @@ def main() -> None:
         for arm in args.arms:
             measure = Measure(data, args.work / f"arm_{arm}", faces[0].shape[1], held_out_only=False)
             scores[arm], _ = measure.score(measure.folder / "model")
-            scores[arm]["steps"] = json.loads((measure.folder / "model/model.json").read_text())["steps"]
+            scores[arm]["steps"] = model_folder.read_info(measure.folder / "model")["steps"]
             print(f"({arm}): {scores[arm]}", file=sys.stderr)
         print(json.dumps({"cpu": devices.cpu_model(), "scored_on": str(jax.devices()[0]), "arms": scores}))
         return

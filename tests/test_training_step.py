@@ -103,7 +103,7 @@ def test_a_gradient_spike_does_not_stall_the_fast_recipe():
     # Measured, updates 60-100 steps after the spike over those before it: fast 0.82,
     # fast without its clipping 0.046, original 0.064.
     for recipe, after_over_before in (("fast", (0.5, 2.0)), ("original", (0.0, 0.2))):
-        sizes = _update_sizes(train.optimizer(_settings(recipe=recipe)), gradients)
+        sizes = _update_sizes(train.optimizer_for(_settings(recipe=recipe)), gradients)
         ratio = sizes[80:].mean() / sizes[10:20].mean()
         assert after_over_before[0] < ratio < after_over_before[1], (recipe, ratio)
 

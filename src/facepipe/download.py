@@ -72,21 +72,26 @@ def _copy_photos(folder: Path, tmp: Path) -> list[str]:
 MIN_SIDE = 16
 
 
-def _check_picture(video: media.VideoInfo, location: str) -> None:
+def _probe_picture(path: Path, location: str) -> media.VideoInfo:
+    """The video at `path`, refused (naming `location`) unless it is one whose picture
+    can show a face."""
+    video = media.probe(path)
     if min(video.width, video.height) < MIN_SIDE:
         raise FacepipeError(f"download: {location}: the picture is only {video.width}x{video.height} px, too small to "
                             f"show a face (faces are found from {MIN_SIDE} px); give the video at its full size")
+    return video
 
 
 def run(*, location: str, kind: str, source_id: str, out_dir: str | Path, settings: DownloadSettings) -> dict:
     with atomic_dir(out_dir) as tmp:
         if kind == "url":
             path, info = _fetch_url(location, tmp, settings)
+            probe = _probe_picture(path, location)
         elif kind == "video":
             src = Path(location)
             if not src.is_file():
                 raise FacepipeError(f"download: {location}: file not found")
-            _check_picture(media.probe(src), location)  # refuse a non-video before copying it
+            probe = _probe_picture(src, location)  # refuse a non-video before copying it
             path = tmp / f"video{src.suffix.lower()}"
             shutil.copy2(src, path)
             info = {"id": source_id, "title": src.stem, "path": location}
@@ -97,8 +102,6 @@ def run(*, location: str, kind: str, source_id: str, out_dir: str | Path, settin
             raise FacepipeError(f"download: unknown source kind {kind!r}")
         info = {"source": location, "kind": kind, **info}
         if kind != "photos":
-            probe = media.probe(path)
-            _check_picture(probe, location)
             info.update(file=path.name, width=probe.width, height=probe.height, fps=probe.fps_text,
                         has_audio=probe.has_audio)
             info["duration"] = info.get("duration") or probe.duration

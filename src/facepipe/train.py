@@ -90,7 +90,7 @@ def learning_rate(settings: TrainSettings) -> optax.Schedule | float:
     return optax.linear_schedule(peak / BIG_BATCH_WARMUP, peak, BIG_BATCH_WARMUP)
 
 
-def optimizer(settings: TrainSettings) -> optax.GradientTransformation:
+def optimizer_for(settings: TrainSettings) -> optax.GradientTransformation:
     """Adam as the recipe sets it, after its gradient clipping if it has one."""
     recipe = RECIPES[settings.recipe]
     adam = optax.adam(learning_rate(settings), b1=recipe.b1, b2=recipe.b2)
@@ -192,7 +192,7 @@ class Trainer:
         if start:
             info, weights, parts = start
             load_weights(self.model, weights, start_parts(parts, people, info["people"]))
-        self.optimizer = nnx.Optimizer(self.model, optimizer(settings), wrt=nnx.Param)
+        self.optimizer = nnx.Optimizer(self.model, optimizer_for(settings), wrt=nnx.Param)
         mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
         self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
