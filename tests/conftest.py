@@ -54,10 +54,11 @@ def snakemake(cwd: Path, *args: str, check: bool = True, environment: dict | Non
     return run([str(BIN / "snakemake"), "--cores", "2", *args], cwd, check, environment)
 
 
+# save_every: a training killed in the fault campaign's test redoes at most 50 steps.
 TINY_PARAMS = {
     "frames": {"fps": 5, "duration": 8},
     "train": {"preset": "tiny", "steps": 300, "batch_size": 8, "learning_rate": 5e-4,
-              "save_every": 100, "preview_every": 100},
+              "save_every": 50, "preview_every": 100},
 }
 
 

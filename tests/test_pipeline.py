@@ -95,7 +95,7 @@ def test_param_changes_rerun_exactly_their_stages(built, tmp_path):
     assert planned_jobs(project) == {}
 
     # Speed-only settings rerun nothing; evaluate.dilate only the swap's evaluation.
-    for stage, key, value in (("convert", "batch_size", 3), ("train", "save_every", 50), ("train", "hosts", 2),
+    for stage, key, value in (("convert", "batch_size", 3), ("train", "save_every", 100), ("train", "hosts", 2),
                                ("download", "retries", 9)):
         original = edit(stage, key, value)
         assert planned_jobs(project) == {}, key
