@@ -82,11 +82,16 @@ endef
 # The sync is exact: the venv ends up with the build's packages from the lock and nothing
 # else, so a CUDA plugin of another build (which would still claim the GPU) goes, as does
 # anything installed by hand. Hashes are checked against the lock; nothing is resolved.
+# Bytecode is compiled here, once (uv leaves it to the first import otherwise): where
+# Python may not write it (PYTHONDONTWRITEBYTECODE, as in many containers, or a read-only
+# venv) every stage's process and every `snakemake` would compile its imports again,
+# 2-3 s each (README, Development).
 $(STAMP): pyproject.toml uv.lock $(BOOTSTRAP)
 	@echo "setup: installing the $(BUILD_NAME.$(BUILD)) build of JAX ($(WHY))"
 	$(INSTALL_UV)
 	@$(BIN)/uv lock --check --quiet || { echo "setup: uv.lock does not match pyproject.toml; run 'make lock'"; exit 1; }
-	$(BIN)/uv sync --frozen --quiet --python $(BIN)/python $(addprefix --extra ,$(EXTRAS.$(BUILD))) --group setup
+	$(BIN)/uv sync --frozen --quiet --compile-bytecode --python $(BIN)/python $(addprefix --extra ,$(EXTRAS.$(BUILD))) \
+		--group setup
 	echo $(BUILD) > $(STAMP)
 
 # Brings uv.lock in line with pyproject.toml, keeping the versions locked where they still

@@ -11,6 +11,7 @@ rule's command, which Snakemake and DVC track themselves."""
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -41,8 +42,21 @@ def module_path(module: str) -> Path | None:
 def imported_modules(module: str) -> set[str]:
     """The package modules `module` imports anywhere (also inside functions), by name
     relative to the package ("formats.dataset")."""
-    path = module_path(module)
-    return _imported_modules(ast.parse(path.read_text()), module, path)
+    return set(_read(module, module_path(module))[0])
+
+
+def _read(module: str, path: Path) -> tuple[frozenset[str], str]:
+    """The modules `module` imports and its syntax tree without docstrings (dumped)."""
+    return _parse(module, path, path.read_text())
+
+
+# Every Snakemake run (and each cluster job's) fingerprints all stages, which share most
+# modules: each source text is parsed once.
+@functools.cache
+def _parse(module: str, path: Path, text: str) -> tuple[frozenset[str], str]:
+    tree = ast.parse(text, filename=str(path))
+    imports = frozenset(_imported_modules(tree, module, path))
+    return imports, ast.dump(_without_docstrings(tree))
 
 
 def _imported_modules(tree: ast.Module, module: str, path: Path) -> set[str]:
@@ -86,7 +100,7 @@ def modules(stage: str) -> dict[str, Path]:
         if name in found or name in NOT_OUTPUT_CODE:
             continue
         found[name] = module_path(name)
-        todo += _imported_modules(ast.parse(found[name].read_text()), name, found[name])
+        todo += _read(name, found[name])[0]
     return dict(sorted(found.items()))
 
 
@@ -94,8 +108,7 @@ def fingerprint(stage: str, found: dict[str, Path] | None = None) -> str:
     """The hash of the stage's modules (`found`, when the caller has them already)."""
     digest = hashlib.sha256()
     for name, path in (found or modules(stage)).items():
-        tree = _without_docstrings(ast.parse(path.read_text(), filename=str(path)))
-        digest.update(f"{name}\0{ast.dump(tree)}\0".encode())
+        digest.update(f"{name}\0{_read(name, path)[1]}\0".encode())
     return digest.hexdigest()[:16]
 
 
