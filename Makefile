@@ -90,8 +90,7 @@ $(STAMP): pyproject.toml uv.lock $(BOOTSTRAP)
 	@echo "setup: installing the $(BUILD_NAME.$(BUILD)) build of JAX ($(WHY))"
 	$(INSTALL_UV)
 	@$(BIN)/uv lock --check --quiet || { echo "setup: uv.lock does not match pyproject.toml; run 'make lock'"; exit 1; }
-	$(BIN)/uv sync --frozen --quiet --compile-bytecode --python $(BIN)/python $(addprefix --extra ,$(EXTRAS.$(BUILD))) \
-		--group setup
+	$(BIN)/uv sync --frozen --quiet --compile-bytecode --python $(BIN)/python $(addprefix --extra ,$(EXTRAS.$(BUILD))) --group setup
 	echo $(BUILD) > $(STAMP)
 
 # Brings uv.lock in line with pyproject.toml, keeping the versions locked where they still

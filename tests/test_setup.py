@@ -272,3 +272,19 @@ def test_setup_removes_another_builds_plugin(tmp_path, accel, leftover):
     for plugin in plugins:
         name, version = plugin.split("==")
         assert plan[name] == (version, "uninstalled"), plan.get(name)
+
+
+def test_every_installed_module_comes_compiled():
+    """`make setup` compiles the venv's bytecode once: where Python may not write it
+    (PYTHONDONTWRITEBYTECODE, as on the test machines and in many containers) every
+    stage's process and every `snakemake` would compile its imports again, 2-3 s each
+    (README, Development). Checked on what a Snakemake run and training import."""
+    import importlib.util
+
+    code = ("import sys, snakemake.cli, facepipe.train; "
+            "print('\\n'.join(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))")
+    files = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    site = Path(sys.executable).parent.parent / "lib"
+    sources = [Path(f) for f in files if f.endswith(".py") and Path(f).resolve().is_relative_to(site.resolve())]
+    missing = [str(f) for f in sources if not Path(importlib.util.cache_from_source(str(f))).is_file()]
+    assert len(sources) > 500 and not missing, f"{len(missing)} of {len(sources)} not compiled: {missing[:5]}"
