@@ -9,6 +9,7 @@ venv: what each build would install, with no network and no downloads."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -279,8 +280,6 @@ def test_every_installed_module_comes_compiled():
     (PYTHONDONTWRITEBYTECODE, as on the test machines and in many containers) every
     stage's process and every `snakemake` would compile its imports again, 2-3 s each
     (README, Development). Checked on what a Snakemake run and training import."""
-    import importlib.util
-
     code = ("import sys, snakemake.cli, facepipe.train; "
             "print('\\n'.join(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))")
     files = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
